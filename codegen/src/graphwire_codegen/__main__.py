@@ -1,0 +1,3 @@
+from graphwire_codegen.cli import main
+
+raise SystemExit(main())

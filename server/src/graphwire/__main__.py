@@ -1,0 +1,3 @@
+from graphwire.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""The FastAPI application: endpoints of DESIGN.md over the router and managers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from graphwire._generated.messages import CloseCode, Connected, ErrorCode
+from graphwire.connections import Connection, ConnectionManager
+from graphwire.protocol import CHAT_MESSAGES, WORKFLOW_MESSAGES, ProtocolError, encode, error_frame, parse_frame
+from graphwire.registry import WorkflowRegistry
+from graphwire.router import Router
+from graphwire.runs import RunManager
+from graphwire.settings import Settings
+from graphwire.workflows import register_builtin_workflows
+
+__all__ = ["Gateway", "create_app"]
+
+log = logging.getLogger("graphwire.app")
+
+SPEC_YAML = resources.files("graphwire._generated").joinpath("asyncapi.yaml").read_text(encoding="utf-8")
+
+
+class Gateway:
+    """One gateway process: settings, workflows, runs and connections."""
+
+    def __init__(self, settings: Settings, registry: WorkflowRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.connections = ConnectionManager()
+        self.runs = RunManager(settings)
+        self.router = Router(registry, self.runs, self.connections)
+
+    async def serve(self, ws: WebSocket, table: dict[str, type[BaseModel]]) -> None:
+        """Read frames until the client leaves; bad input gets ``error``, never a close."""
+        settings = self.settings
+        await ws.accept()
+        if len(self.connections.connections) >= settings.max_connections:
+            await ws.close(CloseCode.try_again_later, "too many connections")
+            return
+        batching = ws.query_params.get("batch", "1").lower() not in ("0", "false", "no")
+        conn = Connection(
+            client_id=f"cl_{uuid.uuid4().hex[:16]}",
+            send_text=ws.send_text,
+            close_socket=lambda code, reason: ws.close(code, reason),
+            settings=settings,
+            batching=batching,
+        )
+        self.connections.add(conn)
+        conn.start()
+        conn.enqueue(
+            encode(
+                Connected(
+                    type="connected",
+                    client_id=conn.client_id,
+                    protocol_version=settings.protocol_version,
+                    max_message_size=settings.max_message_size,
+                    heartbeat_interval=settings.ping_interval,
+                )
+            )
+        )
+        try:
+            while not conn.closed:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text: str | None = message.get("text")
+                if text is None:
+                    data: bytes = message.get("bytes") or b""
+                    if len(data) > settings.max_message_size:
+                        await ws.close(CloseCode.message_too_big, "frame too large")
+                        break
+                    conn.enqueue(
+                        error_frame(ProtocolError(ErrorCode.binary_not_supported, "binary frames are not supported"))
+                    )
+                    continue
+                # len(text) bounds the UTF-8 size from below; encode only when it may be over.
+                if len(text) * 4 > settings.max_message_size and len(text.encode()) > settings.max_message_size:
+                    await ws.close(CloseCode.message_too_big, "frame too large")
+                    break
+                self.connections.total_messages += 1
+                try:
+                    self.router.handle(conn, parse_frame(text, table))
+                except ProtocolError as exc:
+                    conn.enqueue(error_frame(exc))
+                except Exception:
+                    log.exception("internal error on a frame from %s", conn.client_id)
+                    conn.enqueue(error_frame(ProtocolError(ErrorCode.internal_error, "internal error")))
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            await self.connections.remove(conn)
+            for workflow_id in list(conn.runs):
+                run = self.runs.runs.get(workflow_id)
+                if run is not None:
+                    self.runs.detach(conn, run)
+
+    async def expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(30.0, max(self.settings.run_retention_seconds, 0.5)))
+            self.runs.forget_expired()
+
+
+class BroadcastRequest(BaseModel):
+    """Body of ``POST /api/broadcast``: a ``system_alert`` to a group's members."""
+
+    group: str = Field(min_length=1, max_length=128)
+    message: str
+    level: str = Field(default="info", pattern="^(info|warning|critical)$")
+
+
+class PublishRequest(BaseModel):
+    """Body of ``POST /api/publish``: a ``topic_message`` to a topic's subscribers."""
+
+    topic: str = Field(min_length=1, max_length=128)
+    data: dict[str, Any]
+
+
+class Delivered(BaseModel):
+    delivered: int
+
+
+def create_app(settings: Settings | None = None, registry: WorkflowRegistry | None = None) -> FastAPI:
+    """The gateway as an ASGI app; with no arguments, the embedded defaults."""
+    settings = settings or Settings()
+    if registry is None:
+        registry = WorkflowRegistry()
+        register_builtin_workflows(registry)
+        for target in settings.workflows:
+            registry.load(target)
+    gateway = Gateway(settings, registry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        expire = asyncio.create_task(gateway.expire_loop())
+        try:
+            yield
+        finally:
+            expire.cancel()
+            await gateway.runs.shutdown()
+
+    app = FastAPI(title="graphwire", version="0.1.0", lifespan=lifespan)
+    app.state.gateway = gateway
+
+    @app.websocket("/ws/workflow")
+    async def workflow_socket(ws: WebSocket) -> None:
+        await gateway.serve(ws, WORKFLOW_MESSAGES)
+
+    @app.websocket("/ws/chat")
+    async def chat_socket(ws: WebSocket) -> None:
+        await gateway.serve(ws, CHAT_MESSAGES)
+
+    @app.get("/ws/health")
+    async def health() -> dict[str, Any]:
+        """Liveness: ``status`` is ``ok`` while the gateway serves."""
+        active = sum(1 for run in gateway.runs.runs.values() if not run.finished)
+        return {
+            "status": "ok",
+            "active_connections": len(gateway.connections.connections),
+            "active_runs": active,
+            "workflows": registry.names(),
+        }
+
+    @app.get("/ws/metrics")
+    async def metrics() -> dict[str, Any]:
+        """The seed's counters: ``active_connections``, ``total_messages``, ``uptime``, ``clients``."""
+        return gateway.connections.metrics()
+
+    @app.get("/asyncapi.yaml", response_class=Response)
+    async def asyncapi() -> Response:
+        """The protocol: the AsyncAPI 3.0 document every frame follows."""
+        return Response(SPEC_YAML, media_type="application/yaml")
+
+    @app.post("/api/broadcast")
+    async def broadcast(body: BroadcastRequest) -> Delivered:
+        """``manager.broadcast_to_group`` over HTTP, for back-ends that alert a group."""
+        return Delivered(delivered=gateway.connections.broadcast_to_group(body.group, body.message, body.level))
+
+    @app.post("/api/publish")
+    async def publish(body: PublishRequest) -> Delivered:
+        """Publish ``data`` on a topic."""
+        return Delivered(delivered=gateway.connections.publish(body.topic, body.data))
+
+    return app

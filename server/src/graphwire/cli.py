@@ -1,0 +1,52 @@
+"""``graphwire serve``: run the gateway under uvicorn with the settings' socket limits."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from graphwire.app import create_app
+from graphwire.settings import Settings
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="graphwire", description="graphwire WebSocket gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1, GRAPHWIRE_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000, GRAPHWIRE_PORT)")
+    serve.add_argument(
+        "--workflows",
+        action="append",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="also register the workflows of this function (called with the registry); repeatable",
+    )
+    serve.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workflows", args.workflows)) if v}
+    settings = Settings(**overrides)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        ws_max_size=settings.max_message_size,
+        ws_ping_interval=settings.ping_interval or None,
+        ws_ping_timeout=settings.ping_timeout or None,
+        ws_per_message_deflate=settings.permessage_deflate,
+        # Access lines would carry the `token` query parameter once auth exists.
+        access_log=False,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

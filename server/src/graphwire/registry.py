@@ -1,0 +1,65 @@
+"""The workflow registry: a name → a graph factory, a params model and a result model."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from graphwire.graph import AsyncGraph
+
+__all__ = ["WorkflowDefinition", "WorkflowRegistry"]
+
+GraphFactory = Callable[[], AsyncGraph]
+
+
+@dataclass(frozen=True)
+class WorkflowDefinition:
+    """How to start one workflow.
+
+    The graph reads its validated params from ``shared["params"]`` (a plain dict) and
+    leaves its result in ``shared["result"]``; the result is checked against ``result``
+    before ``workflow_completed`` is sent.
+    """
+
+    name: str
+    build: GraphFactory
+    params: type[BaseModel]
+    result: type[BaseModel]
+    description: str = ""
+
+
+class WorkflowRegistry:
+    """Workflows by name; ``start_workflow {workflow}`` looks them up here."""
+
+    def __init__(self) -> None:
+        self._definitions: dict[str, WorkflowDefinition] = {}
+
+    def register(
+        self,
+        name: str,
+        build: GraphFactory,
+        *,
+        params: type[BaseModel],
+        result: type[BaseModel],
+        description: str = "",
+    ) -> WorkflowDefinition:
+        definition = WorkflowDefinition(name, build, params, result, description)
+        self._definitions[name] = definition
+        return definition
+
+    def get(self, name: str) -> WorkflowDefinition | None:
+        return self._definitions.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._definitions)
+
+    def load(self, target: str) -> None:
+        """Call ``package.module:function`` with this registry, so it registers its workflows."""
+        module_name, _, attr = target.partition(":")
+        if not module_name or not attr:
+            raise ValueError(f"workflows entry {target!r} must look like 'package.module:function'")
+        register = getattr(importlib.import_module(module_name), attr)
+        register(self)

@@ -1,0 +1,434 @@
+"""Runs: an id, a status, an append-only event log with gap-free ``seq``, and open inputs.
+
+``RunManager`` starts a workflow's graph in its own asyncio task with a
+``GatewayRunContext`` set, so a node's ``send_update`` / ``wait_for_input`` become spec
+events. Each event is built from its generated model and serialised exactly once; the
+same string goes into the log and to every subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+import time
+import typing
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from graphwire._generated.messages import (
+    ErrorCode,
+    ErrorDetail,
+    InputAnswered,
+    InputRequest,
+    NodeEvent,
+    NodeUpdate,
+    PendingInput,
+    Progress,
+    Result,
+    RunSnapshot,
+    RunStatus,
+    Subscribed,
+    Token,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowStarted,
+)
+from graphwire.connections import Connection
+from graphwire.graph import InputTimeout, use_run_context
+from graphwire.protocol import ProtocolError, encode, now
+from graphwire.registry import WorkflowDefinition
+from graphwire.settings import Settings
+
+__all__ = ["GatewayRunContext", "PendingRequest", "Run", "RunManager"]
+
+log = logging.getLogger("graphwire.runs")
+
+_TERMINAL = {RunStatus.completed, RunStatus.failed, RunStatus.cancelled}
+
+
+@functools.cache
+def _type_const(model: type[BaseModel]) -> str:
+    (const,) = typing.get_args(model.model_fields["type"].annotation)
+    return str(const)
+
+
+@dataclass(eq=False)
+class PendingRequest:
+    """An open ``input_request``: the node awaits ``future``."""
+
+    request_id: str
+    node_id: str
+    prompt: str
+    options: list[str] | None
+    expires_at: datetime | None
+    future: asyncio.Future[dict[str, Any]]
+
+
+@dataclass(eq=False)
+class Run:
+    """One run of a workflow and its event log."""
+
+    workflow_id: str
+    workflow: str
+    max_log: int
+    status: RunStatus = RunStatus.running
+    log: deque[tuple[int, str]] = field(default_factory=deque)
+    last_seq: int = 0
+    pending: dict[str, PendingRequest] = field(default_factory=dict)
+    answered: set[str] = field(default_factory=set)
+    subscribers: set[Connection] = field(default_factory=set)
+    result: dict[str, Any] | None = None
+    error: ErrorDetail | None = None
+    task: asyncio.Task[None] | None = None
+    finished_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in _TERMINAL
+
+    @property
+    def first_seq(self) -> int:
+        return self.log[0][0] if self.log else self.last_seq + 1
+
+    def append(self, model: type[BaseModel], **fields: Any) -> str:
+        """Build the next event from its generated model, log it once, fan it out."""
+        seq = self.last_seq + 1
+        frame = encode(model(type=_type_const(model), workflow_id=self.workflow_id, seq=seq, timestamp=now(), **fields))
+        self.last_seq = seq
+        self.log.append((seq, frame))
+        if len(self.log) > self.max_log:
+            self.log.popleft()
+        for conn in self.subscribers:
+            conn.deliver_run_event(self.workflow_id, seq, frame)
+        return frame
+
+    def snapshot(self) -> RunSnapshot:
+        status = self.status
+        if status is RunStatus.running and self.pending:
+            status = RunStatus.waiting
+        return RunSnapshot(
+            workflow_id=self.workflow_id,
+            workflow=self.workflow,
+            status=status,
+            last_seq=self.last_seq,
+            pending_inputs=[
+                PendingInput(
+                    request_id=p.request_id,
+                    node_id=p.node_id,
+                    prompt=p.prompt,
+                    options=p.options,
+                    expires_at=p.expires_at,
+                )
+                for p in self.pending.values()
+            ],
+            result=self.result,
+            error=self.error,
+        )
+
+    def finish(self, status: RunStatus, model: type[BaseModel], **fields: Any) -> None:
+        """Append the one terminal event of the run; later calls do nothing."""
+        if self.finished:
+            return
+        self.status = status
+        self.finished_at = time.monotonic()
+        self.append(model, **fields)
+
+
+class GatewayRunContext:
+    """The ``RunContext`` a run's nodes talk to: maps updates onto spec events."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.workflow_id = run.workflow_id
+
+    async def emit(self, node_id: str, update_type: str, data: dict[str, Any]) -> None:
+        run = self.run
+        if update_type == "token":
+            token = data.get("token", data.get("content", ""))
+            run.append(Token, node_id=node_id, token=str(token))
+        elif update_type == "progress":
+            current = int(data.get("current", 0))
+            total = int(data.get("total", 0))
+            percent = data.get("percent")
+            if percent is None:
+                percent = 100.0 * current / total if total else 0.0
+            run.append(
+                Progress,
+                node_id=node_id,
+                percent=float(percent),
+                current=current,
+                total=total,
+                message=data.get("message"),
+            )
+        elif update_type in ("node_status", "status"):
+            run.append(
+                NodeUpdate,
+                node_id=node_id,
+                status=data["status"],
+                progress=data.get("progress"),
+                message=data.get("message"),
+            )
+        elif update_type == "result":
+            run.append(Result, node_id=node_id, data=data)
+        else:
+            run.append(NodeEvent, node_id=node_id, event=update_type, data=data)
+        # Let the writers run between events of a tight loop, as a real await would.
+        await asyncio.sleep(0)
+
+    async def request_input(
+        self, node_id: str, prompt: str, options: list[str] | None, timeout: float | None
+    ) -> dict[str, Any]:
+        run = self.run
+        request_id = f"req_{uuid.uuid4().hex[:12]}"
+        expires_at = now() + timedelta(seconds=timeout) if timeout is not None else None
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        run.pending[request_id] = PendingRequest(request_id, node_id, prompt, options, expires_at, future)
+        try:
+            run.append(
+                InputRequest,
+                node_id=node_id,
+                request_id=request_id,
+                prompt=prompt,
+                options=options,
+                expires_at=expires_at,
+            )
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise InputTimeout(f"no answer to {prompt!r} within {timeout:g} s") from None
+        finally:
+            run.pending.pop(request_id, None)
+
+
+def _fingerprint(workflow: str, params: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps([workflow, params], option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class RunManager:
+    """Every run this gateway owns; starts, answers, cancels and forgets them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runs: dict[str, Run] = {}
+        self._idempotency: dict[str, tuple[str, str]] = {}
+
+    def get(self, workflow_id: str, reply_to: str | None = None) -> Run:
+        run = self.runs.get(workflow_id)
+        if run is None:
+            raise ProtocolError(ErrorCode.unknown_run, f"no run {workflow_id!r}", "workflow_id", reply_to, workflow_id)
+        return run
+
+    def start(
+        self,
+        definition: WorkflowDefinition,
+        params: dict[str, Any],
+        starter: Connection | None,
+        reply_to: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Run:
+        """Create the run, send seq 1 to the starter with ``reply_to``, start its task."""
+        try:
+            validated = definition.params.model_validate(params).model_dump(mode="json")
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            path = ".".join(str(p) for p in ("params", *first["loc"]))
+            raise ProtocolError(ErrorCode.invalid_params, f"{path}: {first['msg']}", path, reply_to) from None
+        if idempotency_key is not None:
+            fingerprint = _fingerprint(definition.name, validated)
+            known = self._idempotency.get(idempotency_key)
+            if known is not None:
+                if known[0] != fingerprint:
+                    raise ProtocolError(
+                        ErrorCode.idempotency_conflict,
+                        "idempotency_key was used with other params",
+                        "idempotency_key",
+                        reply_to,
+                    )
+                existing = self.runs.get(known[1])
+                if existing is not None:
+                    if starter is not None:
+                        starter.enqueue(self._started_reply(existing, reply_to))
+                        self.attach(starter, existing, 1)
+                    return existing
+        run = Run(f"run_{uuid.uuid4().hex}", definition.name, self.settings.run_log_max_events)
+        self.runs[run.workflow_id] = run
+        if idempotency_key is not None:
+            self._idempotency[idempotency_key] = (_fingerprint(definition.name, validated), run.workflow_id)
+        run.append(WorkflowStarted, workflow=definition.name)
+        if starter is not None:
+            starter.enqueue(self._started_reply(run, reply_to))
+            self.attach(starter, run, 1)
+        run.task = asyncio.get_running_loop().create_task(self._drive(run, definition, validated))
+        return run
+
+    @staticmethod
+    def _started_reply(run: Run, reply_to: str | None) -> str:
+        """Seq 1 as the starter gets it: the logged event plus ``reply_to``."""
+        frame = run.log[0][1] if run.log and run.log[0][0] == 1 else None
+        if frame is None:  # the log was trimmed; rebuild seq 1 from what the run knows
+            frame = encode(
+                WorkflowStarted(
+                    type="workflow_started", workflow_id=run.workflow_id, seq=1, workflow=run.workflow, timestamp=now()
+                )
+            )
+        if reply_to is None:
+            return frame
+        return encode(WorkflowStarted.model_validate_json(frame).model_copy(update={"reply_to": reply_to}))
+
+    async def _drive(self, run: Run, definition: WorkflowDefinition, params: dict[str, Any]) -> None:
+        shared: dict[str, Any] = {"params": params, "workflow_id": run.workflow_id}
+        try:
+            with use_run_context(GatewayRunContext(run)):
+                graph = definition.build()
+                await graph.run_async(shared)
+            result = definition.result.model_validate(shared.get("result")).model_dump(mode="json")
+        except asyncio.CancelledError:
+            run.finish(RunStatus.cancelled, WorkflowCancelled, reason=run.__dict__.get("cancel_reason", "cancelled"))
+            return
+        except InputTimeout as exc:
+            self._fail(run, ErrorCode.input_timeout, str(exc))
+            return
+        except ValidationError as exc:
+            log.error("workflow %s returned a result that breaks its schema: %s", definition.name, exc)
+            self._fail(run, ErrorCode.internal_error, "the workflow's result does not match its result schema")
+            return
+        except Exception as exc:
+            log.exception("run %s failed", run.workflow_id)
+            self._fail(run, ErrorCode.node_error, f"{type(exc).__name__}: {exc}")
+            return
+        run.result = result
+        run.finish(RunStatus.completed, WorkflowCompleted, result=result)
+
+    @staticmethod
+    def _fail(run: Run, code: ErrorCode, message: str) -> None:
+        run.error = ErrorDetail(code=code, message=message)
+        run.finish(RunStatus.failed, WorkflowFailed, error=run.error)
+
+    def attach(self, conn: Connection, run: Run, last_seq: int) -> None:
+        conn.runs[run.workflow_id] = last_seq
+        run.subscribers.add(conn)
+
+    def detach(self, conn: Connection, run: Run) -> None:
+        conn.runs.pop(run.workflow_id, None)
+        run.subscribers.discard(conn)
+
+    def subscribe(self, conn: Connection, run: Run, since_seq: int, reply_to: str | None) -> None:
+        """Answer ``subscribed`` with the snapshot, replay after ``since_seq``, then go live.
+
+        Everything here is synchronous, so no event can slip between the replay and the
+        live subscription: no gap, no duplicate.
+        """
+        first = run.first_seq
+        truncated = since_seq + 1 < first
+        conn.enqueue(
+            encode(
+                Subscribed(
+                    type="subscribed",
+                    reply_to=reply_to,
+                    topics=sorted(conn.topics),
+                    workflow_id=run.workflow_id,
+                    since_seq=since_seq,
+                    first_seq=first if run.log else None,
+                    log_truncated=truncated,
+                    snapshot=run.snapshot(),
+                )
+            )
+        )
+        already = conn.runs.get(run.workflow_id, 0)
+        start = max(since_seq, already) if run.workflow_id in conn.runs else since_seq
+        for seq, frame in run.log:
+            if seq > start:
+                conn.enqueue(frame)
+        self.attach(conn, run, max(start, run.last_seq))
+
+    def answer(
+        self, run: Run, node_id: str, request_id: str | None, data: dict[str, Any], reply_to: str | None
+    ) -> None:
+        """The first valid ``node_input`` for a request wins."""
+        wid = run.workflow_id
+        if request_id is not None:
+            pending = run.pending.get(request_id)
+            if pending is None or pending.node_id != node_id:
+                if request_id in run.answered:
+                    raise ProtocolError(
+                        ErrorCode.input_already_answered,
+                        f"input request {request_id!r} was already answered",
+                        "request_id",
+                        reply_to,
+                        wid,
+                    )
+                if run.finished:
+                    raise ProtocolError(ErrorCode.run_finished, f"run {wid!r} has ended", "workflow_id", reply_to, wid)
+                raise ProtocolError(
+                    ErrorCode.unknown_request,
+                    f"node {node_id!r} has no open input request {request_id!r}",
+                    "request_id",
+                    reply_to,
+                    wid,
+                )
+        else:
+            if run.finished:
+                raise ProtocolError(ErrorCode.run_finished, f"run {wid!r} has ended", "workflow_id", reply_to, wid)
+            pending = next((p for p in run.pending.values() if p.node_id == node_id), None)
+            if pending is None:
+                raise ProtocolError(
+                    ErrorCode.no_pending_input, f"node {node_id!r} is not waiting for input", "node_id", reply_to, wid
+                )
+        if pending.options is not None and data.get("value") not in pending.options:
+            raise ProtocolError(
+                ErrorCode.invalid_input,
+                f"data.value must be one of {pending.options}",
+                "data.value",
+                reply_to,
+                wid,
+            )
+        if pending.future.done():  # timed out or cancelled a moment ago
+            raise ProtocolError(
+                ErrorCode.no_pending_input, f"node {node_id!r} stopped waiting", "node_id", reply_to, wid
+            )
+        run.pending.pop(pending.request_id, None)
+        run.answered.add(pending.request_id)
+        pending.future.set_result(data)
+        run.append(InputAnswered, node_id=pending.node_id, request_id=pending.request_id, data=data)
+
+    def cancel(self, run: Run, reason: str, reply_to: str | None) -> None:
+        if run.finished or run.task is None:
+            raise ProtocolError(
+                ErrorCode.run_finished, f"run {run.workflow_id!r} has ended", "workflow_id", reply_to, run.workflow_id
+            )
+        run.__dict__["cancel_reason"] = reason
+        run.task.cancel()
+
+    def forget_expired(self) -> int:
+        """Drop finished runs older than the retention time; returns how many."""
+        horizon = time.monotonic() - self.settings.run_retention_seconds
+        expired = [wid for wid, run in self.runs.items() if run.finished_at is not None and run.finished_at <= horizon]
+        for wid in expired:
+            run = self.runs.pop(wid)
+            for conn in list(run.subscribers):
+                self.detach(conn, run)
+        if expired:
+            gone = set(expired)
+            self._idempotency = {k: v for k, v in self._idempotency.items() if v[1] not in gone}
+        return len(expired)
+
+    async def shutdown(self) -> None:
+        tasks = [run.task for run in self.runs.values() if run.task is not None and not run.task.done()]
+        for run in self.runs.values():
+            if not run.finished:
+                run.__dict__["cancel_reason"] = "gateway shutting down"
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,57 @@
+"""Workflows that only the tests register: a node that raises, and a slow ticker."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from graphwire.graph import AsyncGraph, WebSocketNode
+from graphwire.registry import WorkflowRegistry
+
+
+class BoomParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message: str = "kaput"
+
+
+class TickParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    count: int = Field(default=10, ge=1, le=10_000)
+    delay_ms: float = Field(default=20, ge=0)
+
+
+class Empty(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Boom(WebSocketNode[str, None]):
+    async def prep_async(self, shared: dict[str, Any]) -> str:
+        return str(shared["params"]["message"])
+
+    async def exec_async(self, prep_res: str) -> None:
+        await self.send_update("custom_step", {"before": "raise"})
+        raise ValueError(prep_res)
+
+
+class Tick(WebSocketNode[tuple[int, float], int]):
+    async def prep_async(self, shared: dict[str, Any]) -> tuple[int, float]:
+        params = shared["params"]
+        return int(params["count"]), float(params["delay_ms"]) / 1000
+
+    async def exec_async(self, prep_res: tuple[int, float]) -> int:
+        count, delay = prep_res
+        for i in range(1, count + 1):
+            await self.send_update("tick", {"i": i})
+            await asyncio.sleep(delay)
+        return count
+
+    async def post_async(self, shared: dict[str, Any], prep_res: tuple[int, float], exec_res: int) -> str | None:
+        shared["result"] = {"ticks": exec_res}
+        return None
+
+
+def register(registry: WorkflowRegistry) -> None:
+    registry.register("boom", lambda: AsyncGraph(Boom(node_id="boom")), params=BoomParams, result=Empty)
+    registry.register("tick", lambda: AsyncGraph(Tick(node_id="tick")), params=TickParams, result=Empty)

@@ -1,0 +1,176 @@
+"""Test harness: a real ``graphwire serve`` on a free port, and a spec-checking client.
+
+Frames are validated with ``jsonschema`` against ``spec/asyncapi.yaml`` itself, never
+against the generated models, so a generator bug cannot hide a protocol bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from graphwire_codegen import load_spec, schema_validator
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = load_spec(ROOT / "spec" / "asyncapi.yaml")
+SERVER_MESSAGE = schema_validator(SPEC, "ServerMessage")
+TERMINAL = frozenset({"workflow_completed", "workflow_failed", "workflow_cancelled"})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A running ``graphwire serve`` process."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws(self, path: str = "/ws/workflow") -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.http + path, timeout=5) as response:
+            return json.loads(response.read())
+
+    def post_json(self, path: str, body: dict[str, Any]) -> Any:
+        request = urllib.request.Request(
+            self.http + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    log_path = tmp / f"graphwire-{port}.log"
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "server" / "tests"), **(env or {})}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "graphwire",
+                "serve",
+                "--port",
+                str(port),
+                "--workflows",
+                "sample_workflows:register",
+                *extra,
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
+    server = Server(process, port, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"graphwire serve exited early:\n{server.log()}")
+        try:
+            if server.get_json("/ws/health")["status"] == "ok":
+                return server
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"graphwire serve did not become healthy:\n{server.log()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@dataclass
+class Client:
+    """A plain ``websockets`` client that checks every frame against the spec."""
+
+    ws: ClientConnection
+    pending: deque[dict[str, Any]] = field(default_factory=deque)
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    hello: dict[str, Any] = field(default_factory=dict)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def recv(self, timeout: float = 10) -> dict[str, Any]:
+        while not self.pending:
+            raw = await asyncio.wait_for(self.ws.recv(), timeout)
+            assert isinstance(raw, str), "the server sends text frames only"
+            frame = json.loads(raw)
+            errors = sorted(SERVER_MESSAGE.iter_errors(frame), key=str)
+            assert not errors, f"frame breaks the spec: {frame}: {errors[0].message}"
+            self.frames.append(frame)
+            self.pending.extend(frame["messages"] if frame["type"] == "batch" else [frame])
+        return self.pending.popleft()
+
+    async def until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        while True:
+            message = await self.recv(timeout)
+            seen.append(message)
+            if predicate(message):
+                return seen
+
+    async def run_events(self, workflow_id: str) -> list[dict[str, Any]]:
+        seen = await self.until(lambda m: m.get("workflow_id") == workflow_id and m["type"] in TERMINAL)
+        return [m for m in seen if m.get("workflow_id") == workflow_id and "seq" in m]
+
+    async def start(self, workflow: str, params: dict[str, Any], id_: str = "start") -> dict[str, Any]:
+        await self.send({"type": "start_workflow", "id": id_, "workflow": workflow, "params": params})
+        started = await self.until(lambda m: m["type"] in ("workflow_started", "error") and m.get("reply_to") == id_)
+        assert started[-1]["type"] == "workflow_started", started[-1]
+        return started[-1]
+
+    async def ping(self, id_: str = "alive") -> None:
+        await self.send({"type": "ping", "id": id_})
+        pong = await self.until(lambda m: m["type"] == "pong")
+        assert pong[-1]["reply_to"] == id_
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def connect(url: str, **kwargs: Any) -> Client:
+    client = Client(await websockets.connect(url, max_size=None, **kwargs))
+    client.hello = await client.recv()
+    assert client.hello["type"] == "connected"
+    return client
+
+
+def assert_gap_free(events: list[dict[str, Any]], first: int = 1) -> None:
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(first, first + len(seqs))), seqs
+    assert sum(e["type"] in TERMINAL for e in events) == 1
+    assert events[-1]["type"] in TERMINAL
