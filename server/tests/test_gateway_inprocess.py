@@ -324,3 +324,26 @@ def test_http_endpoints(client: TestClient, connect: Connect) -> None:
     spec = client.get("/asyncapi.yaml")
     assert spec.headers["content-type"].startswith("application/yaml")
     assert "asyncapi: 3.0.0" in spec.text
+
+
+def test_ticker_waits_for_go_then_ticks(connect: Connect) -> None:
+    frames = connect()
+    wid = start(frames, "ticker", {"count": 5, "payload_bytes": 7, "wait_for_go": True})["workflow_id"]
+    request = frames.until_type("input_request")[-1]
+    assert request["options"] == ["go"]
+    watcher = connect()
+    watcher.send({"type": "subscribe", "workflow_id": wid, "since_seq": request["seq"]})
+    assert watcher.recv()["snapshot"]["status"] == "waiting"
+    frames.send(
+        {
+            "type": "node_input",
+            "workflow_id": wid,
+            "node_id": "tick",
+            "request_id": request["request_id"],
+            "data": {"value": "go"},
+        }
+    )
+    for reader in (frames, watcher):
+        ticks = [m["data"] for m in run_events(reader, wid) if m["type"] == "node_event"]
+        assert [t["i"] for t in ticks] == [1, 2, 3, 4, 5]
+        assert all(t["payload"] == "x" * 7 and t["sent_at"] > 0 for t in ticks)

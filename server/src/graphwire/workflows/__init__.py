@@ -7,6 +7,7 @@ from graphwire.registry import GraphFactory, WorkflowRegistry
 from graphwire.workflows.approval import build_approval
 from graphwire.workflows.chat import Responder, build_chat, echo_responder
 from graphwire.workflows.data_processing import build_data_processing
+from graphwire.workflows.ticker import build_ticker
 
 __all__ = ["Responder", "echo_responder", "register_builtin_workflows"]
 
@@ -17,6 +18,7 @@ def register_builtin_workflows(registry: WorkflowRegistry, responder: Responder 
         "data_processing": build_data_processing,
         "chat": lambda: build_chat(responder),
         "approval": build_approval,
+        "ticker": build_ticker,
     }
     for name, schema in WORKFLOW_SCHEMAS.items():
         registry.register(
