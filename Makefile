@@ -9,14 +9,14 @@ OFFICIAL_SCHEMA := tools/node_modules/@asyncapi/specs/schemas/3.0.0-without-$$id
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: setup gen gen-check run test lint fmt clean
+.PHONY: setup gen gen-check run test lint fmt clean bench
 
 setup: $(STAMP) $(TOOLS_STAMP)
 
-$(STAMP): codegen/pyproject.toml server/pyproject.toml clients/python/pyproject.toml requirements-dev.txt
+$(STAMP): codegen/pyproject.toml server/pyproject.toml clients/python/pyproject.toml requirements-dev.txt bench/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt \
+	$(PY) -m pip install --quiet -r requirements-dev.txt -r bench/requirements.txt \
 		-e 'codegen[test]' -e 'server[test]' -e 'clients/python[test]'
 	touch $@
 
@@ -41,6 +41,10 @@ lint: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+# Fan-out benchmark against a raw websockets.broadcast() server; writes bench/RESULTS.md.
+bench: $(STAMP)
+	$(PY) bench/run.py
 
 fmt: $(STAMP)
 	$(PY) -m ruff format .

@@ -23,11 +23,11 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from graphwire_codegen import load_spec, schema_validator
+from graphwire_codegen import FrameChecker, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = load_spec(ROOT / "spec" / "asyncapi.yaml")
-SERVER_MESSAGE = schema_validator(SPEC, "ServerMessage")
+SERVER_MESSAGE = FrameChecker(SPEC, "ServerMessage")
 TERMINAL = frozenset({"workflow_completed", "workflow_failed", "workflow_cancelled"})
 
 
@@ -129,8 +129,8 @@ class Client:
             raw = await asyncio.wait_for(self.ws.recv(), timeout)
             assert isinstance(raw, str), "the server sends text frames only"
             frame = json.loads(raw)
-            errors = sorted(SERVER_MESSAGE.iter_errors(frame), key=str)
-            assert not errors, f"frame breaks the spec: {frame}: {errors[0].message}"
+            errors = SERVER_MESSAGE.errors(frame)
+            assert not errors, f"frame breaks the spec: {frame}: {errors}"
             self.frames.append(frame)
             self.pending.extend(frame["messages"] if frame["type"] == "batch" else [frame])
         return self.pending.popleft()

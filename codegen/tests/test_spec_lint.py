@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from graphwire_codegen import FrameChecker, schema_validator
 from graphwire_codegen.spec import lint_spec, load_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -97,3 +98,25 @@ def test_official_schema_catches_a_v2_action(spec: dict[str, Any]) -> None:
     problems = lint_spec(spec, official_schema())
     assert problems
     assert all(p.startswith("asyncapi-3.0.0 schema: operations/receivePing") for p in problems)
+
+
+def test_frame_checker_agrees_with_the_union() -> None:
+    """``FrameChecker`` picks the member by ``type``; it must accept and refuse as the oneOf does."""
+
+    spec = load_spec(REPO_ROOT / "spec" / "asyncapi.yaml")
+    checker = FrameChecker(spec, "ServerMessage")
+    union = schema_validator(spec, "ServerMessage")
+    pong = {"type": "pong", "timestamp": "2026-11-25T12:00:00Z"}
+    frames: list[Any] = [
+        pong,
+        {"type": "pong"},
+        {**pong, "extra": 1},
+        {"type": "batch", "messages": [pong, pong]},
+        {"type": "batch", "messages": []},
+        {"type": "batch", "messages": [{"type": "batch", "messages": [pong]}]},
+        {"type": "batch", "messages": [pong], "x": 1},
+        {"type": "nope"},
+        [pong],
+    ]
+    for frame in frames:
+        assert (checker.errors(frame) == []) == union.is_valid(frame), frame

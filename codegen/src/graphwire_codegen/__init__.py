@@ -5,10 +5,11 @@ naming the spec and its sha256. The generator never touches hand-written code.
 """
 
 from graphwire_codegen.generate import TARGETS, Target, generate_all, render_target
-from graphwire_codegen.spec import SpecError, lint_spec, load_spec, schema_validator
+from graphwire_codegen.spec import FrameChecker, SpecError, lint_spec, load_spec, schema_validator
 
 __all__ = [
     "TARGETS",
+    "FrameChecker",
     "SpecError",
     "Target",
     "generate_all",

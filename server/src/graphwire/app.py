@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from graphwire._generated.messages import CloseCode, Connected, ErrorCode
 from graphwire.connections import Connection, ConnectionManager
@@ -36,27 +38,32 @@ class Gateway:
     def __init__(self, settings: Settings, registry: WorkflowRegistry) -> None:
         self.settings = settings
         self.registry = registry
-        self.connections = ConnectionManager()
+        self.connections = ConnectionManager(settings.flush_window_ms / 1000.0)
         self.runs = RunManager(settings)
         self.router = Router(registry, self.runs, self.connections)
 
-    async def serve(self, ws: WebSocket, table: dict[str, type[BaseModel]]) -> None:
-        """Read frames until the client leaves; bad input gets ``error``, never a close."""
+    async def serve(self, ws: WebSocket, table: dict[str, type[BaseModel]], send: Send) -> None:
+        """Read frames until the client leaves; bad input gets ``error``, never a close.
+
+        ``send`` is the server's raw ASGI send: the fan-out path writes through it
+        directly (see ``_text_sender``), skipping Starlette's per-call state checks.
+        """
         settings = self.settings
         await ws.accept()
         if len(self.connections.connections) >= settings.max_connections:
             await ws.close(CloseCode.try_again_later, "too many connections")
             return
-        batching = ws.query_params.get("batch", "1").lower() not in ("0", "false", "no")
+        # Read from the raw query string: ws.query_params would keep a parsed copy per socket.
+        query = parse_qs(ws.scope.get("query_string", b"").decode("latin-1"))
+        batching = query.get("batch", ["1"])[-1].lower() not in ("0", "false", "no")
         conn = Connection(
             client_id=f"cl_{uuid.uuid4().hex[:16]}",
-            send_text=ws.send_text,
+            send_text=_text_sender(send),
             close_socket=lambda code, reason: ws.close(code, reason),
             settings=settings,
             batching=batching,
         )
         self.connections.add(conn)
-        conn.start()
         conn.enqueue(
             encode(
                 Connected(
@@ -110,6 +117,36 @@ class Gateway:
             self.runs.forget_expired()
 
 
+def _text_sender(send: Send) -> Callable[[str], Awaitable[None]]:
+    def send_text(text: str) -> Awaitable[None]:
+        return send({"type": "websocket.send", "text": text})
+
+    return send_text
+
+
+class SocketEndpoints:
+    """Pure ASGI middleware that serves the gateway's sockets itself.
+
+    A socket lives for hours and thousands are open at once. Routed through FastAPI, each
+    would keep the exception middleware's, the router's and an ``AsyncExitStack``'s frames
+    alive for its whole life (several KB per idle connection) for features the sockets do
+    not use; this keeps only Starlette's ``WebSocket``.
+    """
+
+    def __init__(self, app: ASGIApp, gateway: Gateway, endpoints: dict[str, dict[str, type[BaseModel]]]) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.endpoints = endpoints
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            table = self.endpoints.get(scope["path"])
+            if table is not None:
+                await self.gateway.serve(WebSocket(scope, receive, send), table, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class BroadcastRequest(BaseModel):
     """Body of ``POST /api/broadcast``: a ``system_alert`` to a group's members."""
 
@@ -151,13 +188,9 @@ def create_app(settings: Settings | None = None, registry: WorkflowRegistry | No
     app = FastAPI(title="graphwire", version="0.1.0", lifespan=lifespan)
     app.state.gateway = gateway
 
-    @app.websocket("/ws/workflow")
-    async def workflow_socket(ws: WebSocket) -> None:
-        await gateway.serve(ws, WORKFLOW_MESSAGES)
-
-    @app.websocket("/ws/chat")
-    async def chat_socket(ws: WebSocket) -> None:
-        await gateway.serve(ws, CHAT_MESSAGES)
+    app.add_middleware(
+        SocketEndpoints, gateway=gateway, endpoints={"/ws/workflow": WORKFLOW_MESSAGES, "/ws/chat": CHAT_MESSAGES}
+    )
 
     @app.get("/ws/health")
     async def health() -> dict[str, Any]:

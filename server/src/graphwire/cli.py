@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import logging
+import resource
 
 import uvicorn
 
@@ -11,6 +14,27 @@ from graphwire.app import create_app
 from graphwire.settings import Settings
 
 __all__ = ["main"]
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft open-files limit to the hard one: each connection is a descriptor."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector out of the fan-out path.
+
+    Every flush creates short-lived objects for thousands of sockets; with the default
+    thresholds the collector runs constantly and its full passes over every live
+    connection show up as latency spikes (p99 2-3x worse in ``make bench``). Objects
+    created at start-up are frozen out of collection, and young collections wait for
+    50,000 allocations instead of 700.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         # Access lines would carry the `token` query parameter once auth exists.
         access_log=False,
     )
+    raise_fd_limit()
+    tune_gc()
     uvicorn.Server(config).run()
     return 0
 

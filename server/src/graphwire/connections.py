@@ -18,11 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from graphwire import _eager
 from graphwire._generated.messages import CloseCode, SystemAlert, TopicMessage
 from graphwire.protocol import encode, now
 from graphwire.settings import Settings
 
-__all__ = ["Connection", "ConnectionManager", "SlowConsumer"]
+__all__ = ["Connection", "ConnectionManager", "Flusher"]
 
 log = logging.getLogger("graphwire.connections")
 
@@ -30,15 +31,62 @@ SendText = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
 
 _BATCH_HEAD = '{"type":"batch","messages":['
+# New fan-out frames this soon after a flush mean their producers never paused.
+_BUSY_GAP = 0.002
 
 
-class SlowConsumer(Exception):
-    """The connection's send queue is full; it is closed with 1013 and may resume."""
+class Flusher:
+    """Writes out every connection with waiting frames, at most once per cycle.
+
+    Fan-out appends a frame to many queues; writing each frame to each socket at once
+    costs one socket write per event per subscriber, the ceiling of a plain send loop.
+    Instead a connection with new frames is marked dirty, and a flush writes every dirty
+    connection once: all that waits leaves as one ``batch`` frame.
+
+    When the loop is calm, a flush comes ``window`` seconds after the first new frame.
+    When new frames arrive within 2 ms of the previous flush (producers running
+    back to back: flat-out fan-out), the next flush waits as long as the last one took,
+    up to ``max_delay``: producers and writers then get equal time, and more frames share
+    each write instead of the loop spending itself on one write per frame.
+    """
+
+    def __init__(self, window: float, max_delay: float = 0.05) -> None:
+        self.window = window
+        self.max_delay = max_delay
+        self.last_cost = 0.0
+        self._last_end = float("-inf")
+        self._dirty: list[Connection] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def mark(self, conn: Connection) -> None:
+        self._dirty.append(conn)
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            # New frames right after a flush mean producers run back to back (flat out).
+            busy = loop.time() - self._last_end < _BUSY_GAP
+            delay = min(self.last_cost, self.max_delay) if busy else self.window
+            self._timer = loop.call_later(delay, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.marked = False
+            conn.kick()
+        self._last_end = loop.time()
+        self.last_cost = self._last_end - started
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Connection:
-    """One socket: identity, membership and a bounded outbound queue."""
+    """One socket: identity, membership and a bounded outbound queue.
+
+    Idle connections are the common case (thousands of watchers between events), so a
+    connection holds no task while it has nothing to send: ``kick`` starts a writer that
+    drains the queue and ends. Slots and the lazily filled sets keep it small.
+    """
 
     client_id: str
     send_text: SendText
@@ -52,18 +100,20 @@ class Connection:
     # which makes replay-then-live free of gaps and duplicates.
     runs: dict[str, int] = field(default_factory=dict)
     connected_at: float = field(default_factory=time.time)
+    flusher: Flusher | None = None
     sent_frames: int = 0
     closed: bool = False
+    marked: bool = False  # waiting for the flusher's next cycle
     _queue: deque[str] = field(default_factory=deque)
     _queued_bytes: int = 0
-    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _writer: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+    def enqueue(self, frame: str, urgent: bool = True) -> None:
+        """Queue one encoded frame; never blocks. A full queue closes the connection.
 
-    def enqueue(self, frame: str) -> None:
-        """Queue one encoded frame; never blocks. A full queue closes the connection."""
+        ``urgent`` frames (direct replies) start the writer now; fan-out frames wait for
+        the flusher's cycle so that they leave together.
+        """
         if self.closed:
             return
         self._queue.append(frame)
@@ -80,14 +130,32 @@ class Connection:
                 self._close(CloseCode.try_again_later, "slow consumer: reconnect and resume")
             )
             return
-        self._wakeup.set()
+        if urgent or self.flusher is None:
+            self.kick()
+        elif not self.marked:
+            self.marked = True
+            self.flusher.mark(self)
 
     def deliver_run_event(self, workflow_id: str, seq: int, frame: str) -> None:
         last = self.runs.get(workflow_id)
         if last is None or seq <= last:
             return
         self.runs[workflow_id] = seq
-        self.enqueue(frame)
+        self.enqueue(frame, urgent=False)
+
+    def kick(self) -> None:
+        """Send what waits now; a task takes over only if the socket pushes back."""
+        if self._writer is not None:
+            return  # a suspended send is in flight; its task drains the rest
+        try:
+            while self._queue and not self.closed:
+                writer = _eager.start(self.send_text(self._take()))
+                self.sent_frames += 1
+                if writer is not None:
+                    self._writer = asyncio.get_running_loop().create_task(self._write(writer))
+                    return
+        except Exception:  # the socket went away; the reader notices and cleans up
+            self.closed = True
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
@@ -112,31 +180,37 @@ class Connection:
             return parts[0]
         return _BATCH_HEAD + ",".join(parts) + "]}"
 
-    async def _write_loop(self) -> None:
+    async def _write(self, in_flight: asyncio.Future[Any]) -> None:
+        """Slow path: wait for the suspended send, then keep draining with awaits."""
         try:
-            while not self.closed:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._queue and not self.closed:
-                    await self.send_text(self._take())
-                    self.sent_frames += 1
+            await in_flight
+            # No await between the emptiness check and the end of the loop, so a frame
+            # queued while a send is in flight is always picked up by this writer.
+            while self._queue and not self.closed:
+                await self.send_text(self._take())
+                self.sent_frames += 1
         except asyncio.CancelledError:
+            in_flight.cancel()
             raise
         except Exception:  # the socket went away; the reader notices and cleans up
             self.closed = True
+        finally:
+            self._writer = None
 
     async def stop(self) -> None:
         self.closed = True
-        if self._writer is not None:
-            self._writer.cancel()
+        writer = self._writer
+        if writer is not None:
+            writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._writer
+                await writer
 
 
 class ConnectionManager:
     """Every live connection of this gateway process, by client id, group and topic."""
 
-    def __init__(self) -> None:
+    def __init__(self, flush_window: float = 0.0) -> None:
+        self.flusher = Flusher(flush_window)
         self.connections: dict[str, Connection] = {}
         self.groups: dict[str, set[Connection]] = {}
         self.topics: dict[str, set[Connection]] = {}
@@ -144,6 +218,7 @@ class ConnectionManager:
         self.total_messages = 0
 
     def add(self, conn: Connection) -> None:
+        conn.flusher = self.flusher
         self.connections[conn.client_id] = conn
 
     async def remove(self, conn: Connection) -> None:
@@ -186,7 +261,7 @@ class ConnectionManager:
             return 0
         frame = encode(SystemAlert(type="system_alert", group=group, message=message, level=level, timestamp=now()))
         for conn in members:
-            conn.enqueue(frame)
+            conn.enqueue(frame, urgent=False)
         return len(members)
 
     def publish(self, topic: str, data: dict[str, Any]) -> int:
@@ -196,7 +271,7 @@ class ConnectionManager:
             return 0
         frame = encode(TopicMessage(type="topic_message", topic=topic, data=data, timestamp=now()))
         for conn in members:
-            conn.enqueue(frame)
+            conn.enqueue(frame, urgent=False)
         return len(members)
 
     def metrics(self) -> dict[str, Any]:

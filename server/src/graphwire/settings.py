@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     # A batch frame never holds more than this many frames or bytes.
     batch_max_messages: int = Field(default=256, ge=1)
     batch_max_bytes: int = Field(default=512 * 1024, ge=1024)
+    # Fan-out frames wait up to this long so that each connection's waiting frames leave
+    # in one write (see connections.Flusher); 0 flushes at the next loop iteration.
+    flush_window_ms: float = Field(default=0.5, ge=0, le=100)
     # How long a finished run's log stays for late joiners and resumes.
     run_retention_seconds: float = Field(default=3600.0, ge=0)
     # Longest log kept per run; older events are dropped and resumes get `log_truncated`.

@@ -1,0 +1,304 @@
+"""``make bench``: graphwire against a raw ``websockets.broadcast()`` server, in one run.
+
+Each server runs pinned to core 0 and the load generator (``loadgen.py``, its own
+process) to core 1, on loopback. Scenarios: one ``ticker`` run fanned out to N watchers,
+flat out and paced; memory per idle connection. Every figure is the median of the
+repetitions, and every graphwire figure is also given as a ratio to the raw server's
+figure from the same run, because these machines are noisy.
+
+``--smoke`` runs a seconds-long profile (used by the test suite so the benchmark keeps
+working); it checks correctness (no lost or duplicated events), not speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", str(core), *argv]
+    return argv
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerKind:
+    name: str
+    argv: list[str]
+    ready_path: str | None  # HTTP path that answers when ready; None: wait for the port
+
+
+def server_kinds() -> list[ServerKind]:
+    return [
+        ServerKind("graphwire", [PY, "-m", "graphwire", "serve", "--log-level", "warning", "--port"], "/ws/health"),
+        ServerKind("raw-websockets", [PY, str(HERE / "raw_server.py"), "--port"], None),
+    ]
+
+
+class Server:
+    def __init__(self, kind: ServerKind) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            pinned(0, [*kind.argv, str(self.port)]), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{kind.name} exited: {self.process.stderr.read().decode() if self.process.stderr else ''}"
+                )
+            try:
+                if kind.ready_path:
+                    urllib.request.urlopen(f"http://127.0.0.1:{self.port}{kind.ready_path}", timeout=1).close()
+                else:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{kind.name} did not start")
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/workflow"
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def fanout(server: Server, n: int, count: int, interval_ms: float, payload: int) -> dict[str, Any]:
+    budget = 60 + count * interval_ms / 1000 * 2
+    cpu0 = server.cpu_seconds()
+    wall0 = time.monotonic()
+    done = subprocess.run(
+        pinned(
+            1,
+            [
+                PY,
+                str(HERE / "loadgen.py"),
+                "fanout",
+                "--url",
+                server.url,
+                "-n",
+                str(n),
+                "--count",
+                str(count),
+                "--interval-ms",
+                str(interval_ms),
+                "--payload-bytes",
+                str(payload),
+                "--timeout",
+                str(budget),
+            ],
+        ),
+        capture_output=True,
+        text=True,
+        timeout=budget + 120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"loadgen failed against {server.kind.name}:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    # Over the load generator's whole life (connect, subscribe, ticks): the server's share
+    # of its core. The client's share covers the tick phase only (it measures itself).
+    result["server_cpu_s"] = server.cpu_seconds() - cpu0
+    result["server_cpu_share"] = result["server_cpu_s"] / max(time.monotonic() - wall0, 1e-9)
+    return result
+
+
+def idle_memory(server: Server, n: int) -> float:
+    """KB of server memory per idle connection (RSS growth over n connections)."""
+    before = server.rss_kb()
+    loader = subprocess.Popen(
+        pinned(1, [PY, str(HERE / "loadgen.py"), "idle", "--url", server.url, "-n", str(n)]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert loader.stdout is not None
+    assert loader.stdin is not None
+    line = loader.stdout.readline()
+    if not line.startswith("ready"):
+        loader.kill()
+        raise RuntimeError(f"idle loader failed against {server.kind.name}")
+    time.sleep(1.0)
+    after = server.rss_kb()
+    loader.stdin.close()
+    loader.wait(60)
+    return (after - before) / n
+
+
+@dataclass
+class Scenario:
+    name: str
+    n: int
+    count: int
+    interval_ms: float
+
+
+def scenarios(smoke: bool, offered: int) -> list[Scenario]:
+    if smoke:
+        return [Scenario("flat", 20, 50, 0), Scenario("paced", 20, 20, 5)]
+    out: list[Scenario] = []
+    for n in (100, 1000, 5000):
+        out.append(Scenario("flat", n, max(100, 500_000 // n), 0))
+        interval = 1000 * n / offered
+        out.append(Scenario("paced", n, max(10, int(3000 / interval)), interval))
+    out.append(Scenario("flat", 10_000, 30, 0))
+    return out
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ["deliveries_per_s", "latency_p50_ms", "latency_p99_ms", "client_cpu_share", "server_cpu_share"]
+    merged = {k: statistics.median(r[k] for r in runs) for k in keys}
+    merged["lost"] = sum(r["lost"] for r in runs)
+    merged["duplicates"] = sum(r["duplicates"] for r in runs)
+    merged["unfinished"] = sum(r["unfinished"] for r in runs)
+    merged["runs"] = len(runs)
+    return merged
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("graphwire", "uvicorn", "fastapi", "starlette", "websockets", "uvloop", "picows", "orjson"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "-"
+    return out
+
+
+def machine() -> str:
+    model = "unknown cpu"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return f"{os.cpu_count()} cores, {model}, {platform.system()} {platform.release()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--offered", type=int, default=20_000, help="paced load, deliveries/s")
+    parser.add_argument("--payload-bytes", type=int, default=100, help="tick payload (the frame is ~100 bytes more)")
+    parser.add_argument("--out", type=Path, default=HERE)
+    args = parser.parse_args()
+    reps = 1 if args.smoke else args.reps
+    plan = scenarios(args.smoke, args.offered)
+    idle_sizes = [200] if args.smoke else [5000, 10_000]
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "profile": "smoke" if args.smoke else "full",
+        "reps": reps,
+        "offered_paced": args.offered,
+        "fanout": [],
+        "idle_kb_per_connection": {},
+    }
+    for kind in server_kinds():
+        for scenario in plan:
+            runs = []
+            for _ in range(reps):
+                server = Server(kind)
+                try:
+                    runs.append(fanout(server, scenario.n, scenario.count, scenario.interval_ms, args.payload_bytes))
+                finally:
+                    server.stop()
+            row = {"server": kind.name, "scenario": scenario.name, "n": scenario.n, "count": scenario.count}
+            row |= {"interval_ms": scenario.interval_ms} | median_of(runs)
+            results["fanout"].append(row)
+            print(json.dumps(row), flush=True)
+        for n in idle_sizes:
+            values = []
+            for _ in range(reps):
+                server = Server(kind)
+                try:
+                    values.append(idle_memory(server, n))
+                finally:
+                    server.stop()
+            results["idle_kb_per_connection"].setdefault(kind.name, {})[str(n)] = statistics.median(values)
+            print(kind.name, "idle", n, statistics.median(values), "KB/conn", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "RESULTS.md").write_text(render(results))
+    print(render(results))
+    bad = [r for r in results["fanout"] if r["lost"] or r["duplicates"] or r["unfinished"]]
+    return 1 if bad else 0
+
+
+def render(results: dict[str, Any]) -> str:
+    rows = results["fanout"]
+    raw = {(r["scenario"], r["n"]): r for r in rows if r["server"] == "raw-websockets"}
+    lines = [
+        "# Fan-out benchmark",
+        "",
+        f"Generated by `make bench` (`bench/run.py`, profile {results['profile']}) on {results['date']}.",
+        f"Machine: {results['machine']}. Server pinned to core 0, load generator (picows, own process) to core 1.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
+        f"Medians of {results['reps']} repetitions; one `ticker` run fanned out to N watchers; "
+        f"paced = {results['offered_paced']} deliveries/s offered. Ratios are graphwire ÷ raw from this same run.",
+        "",
+        "| scenario | N | server | deliveries/s | ratio | p50 ms | p99 ms | lost | dup | server CPU | client CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        base = raw.get((r["scenario"], r["n"]))
+        ratio = f"{r['deliveries_per_s'] / base['deliveries_per_s']:.2f}×" if base and r is not base else ""
+        lines.append(
+            f"| {r['scenario']} | {r['n']} | {r['server']} | {r['deliveries_per_s']:,.0f} | {ratio} | "
+            f"{r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} | {r['lost']} | {r['duplicates']} | "
+            f"{100 * r['server_cpu_share']:.0f}% | {100 * r['client_cpu_share']:.0f}% |"
+        )
+    lines += ["", "| server | idle connections | KB per idle connection |", "|---|---|---|"]
+    for server, sizes in results["idle_kb_per_connection"].items():
+        for n, kb in sizes.items():
+            lines.append(f"| {server} | {n} | {kb:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""The benchmark keeps working: its seconds-long smoke profile runs both servers end to end.
+
+Speed is never asserted here (that is ``make bench``'s job); correctness is: every event
+reaches every watcher exactly once on both servers, and the report is written.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_smoke_profile(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = results["fanout"]
+    assert {r["server"] for r in rows} == {"graphwire", "raw-websockets"}
+    for row in rows:
+        assert (row["lost"], row["duplicates"], row["unfinished"]) == (0, 0, 0), row
+        assert row["deliveries_per_s"] > 0
+    assert set(results["idle_kb_per_connection"]) == {"graphwire", "raw-websockets"}
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "| flat | 20 | graphwire |" in report
