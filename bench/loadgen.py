@@ -46,6 +46,9 @@ class Watcher(WSListener):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if not self.done.done():
             self.done.set_result(False)
+        for waiter in self.waiters.values():  # fail fast instead of waiting for a reply
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("the server closed the connection"))
 
     def send(self, message: dict[str, Any]) -> None:
         assert self.transport is not None

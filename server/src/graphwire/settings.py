@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     max_message_size: int = Field(default=1_048_576, ge=1024)
     ping_interval: float = Field(default=20.0, ge=0)
     ping_timeout: float = Field(default=20.0, ge=0)
-    max_connections: int = Field(default=10_000, ge=1)
+    max_connections: int = Field(default=50_000, ge=1)
     # Outbound queue bounds per connection; past either, the slow consumer is closed with 1013.
     send_queue_max_messages: int = Field(default=10_000, ge=1)
     send_queue_max_bytes: int = Field(default=16 * 1_048_576, ge=1024)
