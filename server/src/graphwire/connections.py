@@ -163,7 +163,9 @@ class Connection:
 
     def _take(self) -> str:
         queue = self._queue
-        if not self.batching or len(queue) == 1:
+        # A few waiting frames go one by one (cheap, and simplest for plain clients); a
+        # backlog, which is what fan-out under load builds, leaves as one batch frame.
+        if not self.batching or len(queue) < self.settings.batch_min_messages:
             frame = queue.popleft()
             self._queued_bytes -= len(frame)
             return frame

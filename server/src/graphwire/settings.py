@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     # Outbound queue bounds per connection; past either, the slow consumer is closed with 1013.
     send_queue_max_messages: int = Field(default=10_000, ge=1)
     send_queue_max_bytes: int = Field(default=16 * 1_048_576, ge=1024)
-    # A batch frame never holds more than this many frames or bytes.
+    # Fewer waiting frames than this are sent one by one; more leave as one `batch` frame,
+    # which never holds more than batch_max_messages frames or batch_max_bytes.
+    batch_min_messages: int = Field(default=4, ge=2)
     batch_max_messages: int = Field(default=256, ge=1)
     batch_max_bytes: int = Field(default=512 * 1024, ge=1024)
     # Fan-out frames wait up to this long so that each connection's waiting frames leave
