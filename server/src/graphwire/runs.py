@@ -91,6 +91,7 @@ class Run:
     error: ErrorDetail | None = None
     task: asyncio.Task[None] | None = None
     finished_at: float | None = None
+    cancel_reason: str = "cancelled"
 
     @property
     def finished(self) -> bool:
@@ -293,7 +294,7 @@ class RunManager:
                 await graph.run_async(shared)
             result = definition.result.model_validate(shared.get("result")).model_dump(mode="json")
         except asyncio.CancelledError:
-            run.finish(RunStatus.cancelled, WorkflowCancelled, reason=run.__dict__.get("cancel_reason", "cancelled"))
+            run.finish(RunStatus.cancelled, WorkflowCancelled, reason=run.cancel_reason)
             return
         except InputTimeout as exc:
             self._fail(run, ErrorCode.input_timeout, str(exc))
@@ -344,8 +345,8 @@ class RunManager:
                 )
             )
         )
-        already = conn.runs.get(run.workflow_id, 0)
-        start = max(since_seq, already) if run.workflow_id in conn.runs else since_seq
+        # Already attached on this connection: never send a seq twice.
+        start = max(since_seq, conn.runs.get(run.workflow_id, 0))
         for seq, frame in run.log:
             if seq > start:
                 conn.enqueue(frame)
@@ -406,7 +407,7 @@ class RunManager:
             raise ProtocolError(
                 ErrorCode.run_finished, f"run {run.workflow_id!r} has ended", "workflow_id", reply_to, run.workflow_id
             )
-        run.__dict__["cancel_reason"] = reason
+        run.cancel_reason = reason
         run.task.cancel()
 
     def forget_expired(self) -> int:
@@ -426,7 +427,7 @@ class RunManager:
         tasks = [run.task for run in self.runs.values() if run.task is not None and not run.task.done()]
         for run in self.runs.values():
             if not run.finished:
-                run.__dict__["cancel_reason"] = "gateway shutting down"
+                run.cancel_reason = "gateway shutting down"
         for task in tasks:
             task.cancel()
         for task in tasks:
