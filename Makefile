@@ -8,10 +8,17 @@ TOOLS_STAMP := tools/node_modules/.graphwire-installed
 OFFICIAL_SCHEMA := tools/node_modules/@asyncapi/specs/schemas/3.0.0-without-$$id.json
 PORT ?= 8000
 HOST ?= 127.0.0.1
+# The TypeScript SDK and its build outputs: the demo at GET / and the docs at GET /docs/asyncapi.
+JS := clients/js
+JS_STAMP := $(JS)/node_modules/.graphwire-installed
+JS_SOURCES := $(shell find $(JS)/src $(JS)/demo -type f 2>/dev/null) $(wildcard $(JS)/tsconfig*.json)
+STATIC := server/src/graphwire/static
+DOCS_PAGE := $(STATIC)/docs/asyncapi.html
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup gen gen-check run test lint fmt clean bench
+.PHONY: setup gen gen-check run test lint fmt clean bench docs chromium fuzz
 
-setup: $(STAMP) $(TOOLS_STAMP)
+setup: $(STAMP) $(TOOLS_STAMP) $(JS_STAMP) $(JS)/dist/index.js $(STATIC)/demo/index.html $(DOCS_PAGE) chromium
 
 $(STAMP): codegen/pyproject.toml server/pyproject.toml clients/python/pyproject.toml requirements-dev.txt bench/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,10 +31,34 @@ $(TOOLS_STAMP): tools/package.json tools/package-lock.json
 	npm ci --prefix tools --no-audit --no-fund --loglevel=error
 	touch $@
 
-gen: $(STAMP)
+# Before gen-check: the TypeScript target runs json-schema-to-typescript and prettier from here.
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	npm ci --prefix $(JS) --no-audit --no-fund --loglevel=error
+	touch $@
+
+# @graphwire/client: ESM + .d.ts in clients/js/dist.
+$(JS)/dist/index.js: $(JS_STAMP) $(JS_SOURCES)
+	npm run --prefix $(JS) --silent build
+
+# The browser demo, bundled with esbuild into the server's static folder.
+$(STATIC)/demo/index.html: $(JS_STAMP) $(JS_SOURCES) $(JS)/scripts/build-demo.mjs
+	npm run --prefix $(JS) --silent demo
+
+# spec/asyncapi.yaml rendered into one HTML page (AsyncAPI's React component, standalone bundle).
+docs: $(DOCS_PAGE)
+$(DOCS_PAGE): $(JS_STAMP) spec/asyncapi.yaml $(JS)/scripts/build-docs.mjs
+	npm run --prefix $(JS) --silent docs
+
+# Debian's chromium for the browser tests (Playwright drives it; no browser download).
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+gen: $(STAMP) $(JS_STAMP)
 	$(PY) -m graphwire_codegen generate
 
-gen-check: $(STAMP)
+gen-check: $(STAMP) $(JS_STAMP)
 	$(PY) -m graphwire_codegen check
 
 run: $(STAMP)
@@ -41,14 +72,21 @@ lint: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	npm run --prefix $(JS) --silent lint  # tsc --noEmit --strict (SDK, demo, tests), prettier --check
 
 # Fan-out benchmark against a raw websockets.broadcast() server; writes bench/RESULTS.md.
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# Long contract fuzzing of a real gateway (tests/contract, hypothesis profile `fuzz`); ends
+# with how many frames were sent and checked. FUZZ_EXAMPLES=N sets the examples per property.
+fuzz: $(STAMP)
+	GRAPHWIRE_CONTRACT_PROFILE=fuzz GRAPHWIRE_CONTRACT_EXAMPLES=$(FUZZ_EXAMPLES) \
+		$(PY) -m pytest tests/contract -q --timeout=7200
 
 fmt: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
 clean:
-	rm -rf $(VENV) tools/node_modules
+	rm -rf $(VENV) tools/node_modules $(JS)/node_modules $(JS)/dist $(JS)/build-test $(JS)/.cache $(STATIC)/demo $(STATIC)/docs

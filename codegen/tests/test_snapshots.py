@@ -281,7 +281,12 @@ def test_generate_writes_every_target(generated_repo: Path, fast_cli: Callable[[
         folder = generated_repo / target.folder
         written = sorted(p.name for p in folder.iterdir())
         assert written == sorted(p.name for p in expected if p.parent == folder)
-        assert {"__init__.py", "messages.py", "workflows.py"} <= set(written)
+        core = (
+            {"index.ts", "messages.ts", "workflows.ts"}
+            if target.name == "typescript"
+            else {"__init__.py", "messages.py", "workflows.py"}
+        )
+        assert core <= set(written)
     assert sorted(p.name for p in (generated_repo / TARGETS[0].folder).iterdir()) == GOLDEN_NAMES
 
 

@@ -347,3 +347,22 @@ def test_ticker_waits_for_go_then_ticks(connect: Connect) -> None:
         ticks = [m["data"] for m in run_events(reader, wid) if m["type"] == "node_event"]
         assert [t["i"] for t in ticks] == [1, 2, 3, 4, 5]
         assert all(t["payload"] == "x" * 7 and t["sent_at"] > 0 for t in ticks)
+
+
+def test_repeated_start_replays_what_the_run_logged(connect: Connect) -> None:
+    """A retry with the same idempotency_key after the run moved on misses nothing."""
+    first = connect()
+    frame = {
+        "type": "start_workflow",
+        "workflow": "data_processing",
+        "params": {"data": [1, 2, 3]},
+        "idempotency_key": "k-replay",
+    }
+    first.send({**frame, "id": "a"})
+    wid = first.until_type("workflow_started")[-1]["workflow_id"]
+    logged = run_events(first, wid)
+    retry = connect()
+    retry.send({**frame, "id": "b"})
+    started = retry.recv()
+    assert (started["type"], started["seq"], started["reply_to"]) == ("workflow_started", 1, "b")
+    assert run_events(retry, wid) == logged

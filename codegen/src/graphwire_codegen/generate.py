@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 
 from graphwire_codegen.spec import load_spec, spec_sha256
+from graphwire_codegen.typescript import typescript_package
 
 __all__ = [
     "TARGETS",
@@ -125,12 +126,174 @@ def _server(ctx: RenderContext) -> dict[str, str]:
 
 
 def _python_client(ctx: RenderContext) -> dict[str, str]:
-    return python_package(ctx)
+    """The SDK's generated layer: models, one typed method per command, typed events and workflows.
+
+    The hand-written runtime (``graphwire_client/_client.py`` …) imports these modules;
+    they import from it only the names their signatures mention (``Run``, ``StateChange``
+    and the workflow handle base).
+    """
+    spec = ctx.spec
+    return {
+        **python_package(ctx),
+        "commands.py": ctx.python_file("client_commands.py.jinja", operations=_client_operations(spec)),
+        "events.py": ctx.python_file("client_events.py.jinja", **_client_events(spec)),
+        "typed_workflows.py": ctx.python_file("client_workflows.py.jinja", typed=_client_workflows(spec)),
+    }
+
+
+# The SDK's command channel: every `receive` operation of it becomes one typed method.
+_CLIENT_ADDRESS = "/ws/workflow"
+_JSON_PRIMITIVES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}
+
+
+def _client_ref(spec: dict[str, Any], ref: str) -> Any:
+    node: Any = spec
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def _client_message(spec: dict[str, Any], ref: str) -> tuple[str, str]:
+    """A channel or component message ``$ref`` → (wire ``type`` name, payload class name)."""
+    message = _client_ref(spec, ref)
+    if "$ref" in message:
+        message = _client_ref(spec, message["$ref"])
+    return str(message["name"]), str(message["payload"]["$ref"]).rsplit("/", 1)[-1]
+
+
+def _client_py_type(spec: dict[str, Any], schema: dict[str, Any], *, inputs: bool) -> str:
+    """The Python annotation of a field schema; ``inputs`` widens lists and mappings for arguments."""
+    if "$ref" in schema:
+        target = _client_ref(spec, schema["$ref"])
+        if target.get("type") == "object" and "properties" in target:
+            return str(schema["$ref"]).rsplit("/", 1)[-1]
+        return _client_py_type(spec, target, inputs=inputs)
+    kind = schema.get("type")
+    if kind in _JSON_PRIMITIVES and "enum" not in schema and "const" not in schema:
+        return _JSON_PRIMITIVES[kind]
+    if kind == "array":
+        item = _client_py_type(spec, schema.get("items", {}), inputs=inputs)
+        return f"Sequence[{item}]" if inputs else f"list[{item}]"
+    if kind == "object" and "properties" not in schema:
+        return "Mapping[str, Any]" if inputs else "dict[str, Any]"
+    raise ValueError(f"the Python SDK generator has no annotation for the schema {schema!r}")
+
+
+def _client_doc(spec: dict[str, Any], schema: dict[str, Any]) -> str:
+    if "description" not in schema and "$ref" in schema:
+        schema = _client_ref(spec, schema["$ref"])
+    return " ".join(str(schema.get("description", "")).split())
+
+
+def _client_fields(spec: dict[str, Any], schema: dict[str, Any], skip: frozenset[str]) -> list[dict[str, Any]]:
+    """The fields of an object schema as arguments: required ones first, in spec order."""
+    required = set(schema.get("required", []))
+    fields = [
+        {
+            "name": name,
+            "annotation": _client_py_type(spec, prop, inputs=False),
+            "input_annotation": _client_py_type(spec, prop, inputs=True),
+            "required": name in required,
+            "doc": _client_doc(spec, prop),
+            "default": prop.get("default"),
+        }
+        for name, prop in schema.get("properties", {}).items()
+        if name not in skip
+    ]
+    return sorted(fields, key=lambda f: not f["required"])
+
+
+def _client_channel(spec: dict[str, Any]) -> str:
+    """The ``$ref`` of the channel the SDK speaks: ``/ws/workflow``, or a spec's only channel."""
+    channels = spec.get("channels", {})
+    named = [name for name, channel in channels.items() if channel.get("address") == _CLIENT_ADDRESS]
+    if not named and len(channels) == 1:
+        named = list(channels)
+    if len(named) != 1:
+        raise ValueError(f"the Python SDK needs one channel at {_CLIENT_ADDRESS}")
+    return f"#/channels/{named[0]}"
+
+
+def _client_operations(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every client→server operation of the SDK's channel, with its message and reply."""
+    channel = _client_channel(spec)
+    operations = []
+    for op_name, op in spec.get("operations", {}).items():
+        if op.get("action") != "receive" or op["channel"]["$ref"] != channel:
+            continue
+        refs = [m["$ref"] for m in op["messages"]]
+        if len(refs) != 1:
+            raise ValueError(f"operation {op_name}: the Python SDK expects exactly one message per command")
+        method, cls = _client_message(spec, refs[0])
+        replies = [_client_message(spec, m["$ref"]) for m in op.get("reply", {}).get("messages", [])]
+        if len(replies) != 1:
+            raise ValueError(f"operation {op_name}: the Python SDK expects exactly one reply message")
+        schema = spec["components"]["schemas"][cls]
+        operations.append(
+            {
+                "operation": op_name,
+                "method": method,
+                "cls": cls,
+                "title": op.get("title", method),
+                "summary": " ".join(str(op.get("summary", "")).split()),
+                "description": _client_doc(spec, schema),
+                "reply": replies[0],
+                "fields": _client_fields(spec, schema, frozenset({"type", "id"})),
+            }
+        )
+    return operations
+
+
+def _client_events(spec: dict[str, Any]) -> dict[str, Any]:
+    """The server's frames as the SDK delivers them (``batch`` unpacked), and which are run events."""
+    schemas = spec["components"]["schemas"]
+    # The spec's ServerEvent (every server frame but `batch`), else its ServerMessage.
+    union = schemas.get("ServerEvent") or schemas["ServerMessage"]
+    events = []
+    for member in union["oneOf"]:
+        cls = str(member["$ref"]).rsplit("/", 1)[-1]
+        schema = schemas[cls]
+        if schema["properties"]["type"].get("const") == "batch":
+            continue
+        required = set(schema.get("required", []))
+        events.append(
+            {
+                "cls": cls,
+                "type": schema["properties"]["type"]["const"],
+                "run_event": {"workflow_id", "seq"} <= required,
+                "doc": _client_doc(spec, schema),
+            }
+        )
+    return {"events": events, "run_events": [e for e in events if e["run_event"]]}
+
+
+def _client_workflows(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-workflow params (as TypedDict and keyword arguments) and result class."""
+    schemas = spec["components"]["schemas"]
+    typed = []
+    for wf in _workflows(spec):
+        params = schemas[wf["params"]]
+        fields = _client_fields(spec, params, frozenset())
+        if "idempotency_key" in {f["name"] for f in fields}:
+            raise ValueError(f"workflow {wf['name']}: a param named idempotency_key would shadow the SDK's")
+        typed.append(
+            {
+                **wf,
+                "cls": "".join(part.capitalize() for part in wf["name"].split("_")) + "Workflow",
+                "params_dict": wf["params"] + "Dict",
+                "params_doc": _client_doc(spec, params),
+                "result_doc": _client_doc(spec, schemas[wf["result"]]),
+                "fields": fields,
+                "has_required": any(f["required"] for f in fields),
+            }
+        )
+    return typed
 
 
 TARGETS = (
     Target("server", "server/src/graphwire/_generated", _server),
     Target("python-client", "clients/python/src/graphwire_client/_generated", _python_client),
+    Target("typescript", "clients/js/src/generated", typescript_package),
 )
 
 

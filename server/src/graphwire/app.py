@@ -8,11 +8,13 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -30,6 +32,21 @@ __all__ = ["Gateway", "create_app"]
 log = logging.getLogger("graphwire.app")
 
 SPEC_YAML = resources.files("graphwire._generated").joinpath("asyncapi.yaml").read_text(encoding="utf-8")
+# Build outputs of clients/js (`make setup`): the browser demo and the rendered AsyncAPI docs.
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _static_page(name: str, what: str, command: str) -> Response:
+    """A built page from ``static/``, or a 503 that says how to build it."""
+    page = STATIC / name
+    if page.is_file():
+        return FileResponse(page, media_type="text/html")
+    return HTMLResponse(
+        f"<!doctype html><title>graphwire</title><h1>{what} is not built</h1>"
+        f"<p>Run <code>{command}</code> in the graphwire repository (it needs Node.js 20 and npm), "
+        f"then reload. Expected <code>{page}</code>.</p>",
+        status_code=503,
+    )
 
 
 class Gateway:
@@ -212,6 +229,18 @@ def create_app(settings: Settings | None = None, registry: WorkflowRegistry | No
     async def asyncapi() -> Response:
         """The protocol: the AsyncAPI 3.0 document every frame follows."""
         return Response(SPEC_YAML, media_type="application/yaml")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def demo() -> Response:
+        """The browser demo: chat, data processing and approval over ``@graphwire/client``."""
+        return _static_page("demo/index.html", "The browser demo", "make setup")
+
+    @app.get("/docs/asyncapi", response_class=HTMLResponse, include_in_schema=False)
+    async def asyncapi_docs() -> Response:
+        """``spec/asyncapi.yaml`` rendered as HTML (``make docs``)."""
+        return _static_page("docs/asyncapi.html", "The AsyncAPI documentation", "make docs")
+
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
     @app.post("/api/broadcast")
     async def broadcast(body: BroadcastRequest) -> Delivered:

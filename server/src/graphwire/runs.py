@@ -258,8 +258,10 @@ class RunManager:
                 existing = self.runs.get(known[1])
                 if existing is not None:
                     if starter is not None:
+                        # A repeated start (typically a retry after a lost answer) gets
+                        # seq 1 again, then everything the run logged since: no gap.
                         starter.enqueue(self._started_reply(existing, reply_to))
-                        self.attach(starter, existing, 1)
+                        self._replay(starter, existing, max(1, starter.runs.get(existing.workflow_id, 0)))
                     return existing
         run = Run(f"run_{uuid.uuid4().hex}", definition.name, self.settings.run_log_max_events)
         self.runs[run.workflow_id] = run
@@ -346,11 +348,14 @@ class RunManager:
             )
         )
         # Already attached on this connection: never send a seq twice.
-        start = max(since_seq, conn.runs.get(run.workflow_id, 0))
+        self._replay(conn, run, max(since_seq, conn.runs.get(run.workflow_id, 0)))
+
+    def _replay(self, conn: Connection, run: Run, after: int) -> None:
+        """Queue the logged events after ``after``, then attach live, in one synchronous step."""
         for seq, frame in run.log:
-            if seq > start:
+            if seq > after:
                 conn.enqueue(frame)
-        self.attach(conn, run, max(start, run.last_seq))
+        self.attach(conn, run, max(after, run.last_seq))
 
     def answer(
         self, run: Run, node_id: str, request_id: str | None, data: dict[str, Any], reply_to: str | None

@@ -1,0 +1,308 @@
+/**
+ * The browser demo served at `GET /`: a chat that streams tokens, a data-processing run
+ * with a live bar per node, and an approval prompt — all through `@graphwire/client`.
+ * Bundled by esbuild (`npm run demo`) into `server/src/graphwire/static/demo/`.
+ */
+
+import { type ConnectionState, GraphwireClient, GraphwireError, type RunEvent } from "../src/index.js";
+
+function byId<T extends HTMLElement>(id: string): T {
+  const element = document.getElementById(id);
+  if (element === null) {
+    throw new Error(`the page has no #${id}`);
+  }
+  return element as T;
+}
+
+function element<K extends keyof HTMLElementTagNameMap>(tag: K, className = "", text = ""): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (className) {
+    node.className = className;
+  }
+  if (text) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+function describe(error: unknown): string {
+  return error instanceof GraphwireError || error instanceof Error ? error.message : String(error);
+}
+
+const scheme = location.protocol === "https:" ? "wss" : "ws";
+const client = new GraphwireClient(`${scheme}://${location.host}/ws/workflow`, {
+  // Validate every frame in the browser too, when asked for with ?validate=1.
+  validate: new URLSearchParams(location.search).has("validate"),
+});
+
+// --- connection state ------------------------------------------------------------------
+
+const statePill = byId("state");
+const clientIdLabel = byId("client-id");
+
+function showState(state: ConnectionState): void {
+  statePill.textContent = state;
+  statePill.dataset.state = state;
+  statePill.className = `pill pill--${state}`;
+  clientIdLabel.textContent = state === "connected" ? (client.clientId ?? "") : "";
+}
+
+client.on("state", ({ newState }) => showState(newState));
+
+// --- event log -------------------------------------------------------------------------
+
+const eventLog = byId<HTMLOListElement>("event-log");
+const MAX_LOG = 200;
+
+function detail(event: RunEvent): string {
+  switch (event.type) {
+    case "workflow_started":
+      return event.workflow;
+    case "node_update":
+      return `${event.node_id} ${event.status}`;
+    case "progress":
+      return `${event.node_id} ${event.current}/${event.total}`;
+    case "token":
+      return JSON.stringify(event.token);
+    case "input_request":
+      return event.prompt;
+    case "input_answered":
+      return JSON.stringify(event.data);
+    case "result":
+    case "node_event":
+      return JSON.stringify(event.data);
+    case "workflow_completed":
+      return JSON.stringify(event.result);
+    case "workflow_failed":
+      return `${event.error.code}: ${event.error.message}`;
+    case "workflow_cancelled":
+      return event.reason ?? "";
+  }
+}
+
+function logEvent(event: RunEvent): void {
+  const row = element("li");
+  row.dataset.type = event.type;
+  row.append(
+    element("span", "run", event.workflow_id.slice(0, 12)),
+    element("span", "seq", String(event.seq)),
+    element("span", "type", event.type),
+    element("span", "detail", detail(event)),
+  );
+  eventLog.prepend(row);
+  while (eventLog.childElementCount > MAX_LOG) {
+    eventLog.lastElementChild?.remove();
+  }
+}
+
+// --- chat --------------------------------------------------------------------------------
+
+const chatLog = byId("chat-log");
+const chatForm = byId<HTMLFormElement>("chat-form");
+const chatInput = byId<HTMLInputElement>("chat-input");
+
+function bubble(kind: "me" | "bot", text: string): HTMLElement {
+  chatLog.querySelector(".empty")?.remove();
+  const node = element("div", `bubble bubble--${kind}`, text);
+  chatLog.append(node);
+  chatLog.scrollTop = chatLog.scrollHeight;
+  return node;
+}
+
+chatForm.addEventListener("submit", (submit) => {
+  submit.preventDefault();
+  const message = chatInput.value.trim();
+  if (!message) {
+    return;
+  }
+  chatInput.value = "";
+  bubble("me", message);
+  const reply = bubble("bot", "");
+  reply.classList.add("bubble--streaming");
+  void (async () => {
+    try {
+      const run = await client.startWorkflow("chat", { message, delay_ms: 60 });
+      for await (const event of run) {
+        logEvent(event);
+        if (event.type === "token") {
+          reply.textContent += event.token;
+          chatLog.scrollTop = chatLog.scrollHeight;
+        }
+      }
+      reply.textContent = (await run.result()).reply;
+      reply.dataset.done = "true";
+    } catch (error) {
+      reply.textContent = `⚠ ${describe(error)}`;
+    } finally {
+      reply.classList.remove("bubble--streaming");
+    }
+  })();
+});
+
+// --- data processing ---------------------------------------------------------------------
+
+const dataForm = byId<HTMLFormElement>("data-form");
+const dataInput = byId<HTMLInputElement>("data-input");
+const dataDelay = byId<HTMLInputElement>("data-delay");
+const nodes = byId("nodes");
+const dataResult = byId("data-result");
+const dataMeta = byId("data-meta");
+const DATA_NODES = ["load", "transform", "aggregate"];
+
+function nodeRow(nodeId: string): HTMLElement {
+  let row = nodes.querySelector<HTMLElement>(`[data-node="${CSS.escape(nodeId)}"]`);
+  if (row === null) {
+    row = element("div", "node");
+    row.dataset.node = nodeId;
+    row.dataset.status = "pending";
+    const bar = element("div", "bar");
+    bar.setAttribute("role", "progressbar");
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    bar.setAttribute("aria-label", nodeId);
+    bar.append(element("div", "bar__fill"));
+    row.append(element("span", "node__name", nodeId), bar, element("span", "node__status", "pending"));
+    nodes.append(row);
+  }
+  return row;
+}
+
+function setNode(nodeId: string, status: string, percent?: number): void {
+  const row = nodeRow(nodeId);
+  row.dataset.status = status;
+  const label = row.querySelector(".node__status");
+  const bar = row.querySelector(".bar");
+  const fill = row.querySelector<HTMLElement>(".bar__fill");
+  const value = percent ?? (status === "completed" ? 100 : undefined);
+  if (value !== undefined && fill !== null && bar !== null) {
+    fill.style.width = `${value}%`;
+    bar.setAttribute("aria-valuenow", String(Math.round(value)));
+  }
+  if (label !== null) {
+    label.textContent = value !== undefined && status === "running" ? `${Math.round(value)}%` : status;
+  }
+}
+
+function showResult(result: { count: number; sum: number; mean: number }): void {
+  dataResult.replaceChildren();
+  for (const [name, value] of Object.entries(result)) {
+    const cell = element("div");
+    cell.dataset.field = name;
+    cell.append(element("dt", "", name), element("dd", "", Number.isInteger(value) ? String(value) : value.toFixed(3)));
+    dataResult.append(cell);
+  }
+  dataResult.hidden = false;
+}
+
+dataForm.addEventListener("submit", (submit) => {
+  submit.preventDefault();
+  const data = dataInput.value
+    .split(/[\s,;]+/)
+    .filter(Boolean)
+    .map(Number)
+    .filter((value) => Number.isFinite(value));
+  if (data.length === 0) {
+    dataMeta.textContent = "enter some numbers";
+    return;
+  }
+  nodes.replaceChildren();
+  for (const nodeId of DATA_NODES) {
+    nodeRow(nodeId);
+  }
+  dataResult.hidden = true;
+  dataMeta.textContent = "starting…";
+  void (async () => {
+    try {
+      const run = await client.startWorkflow("data_processing", { data, delay_ms: Number(dataDelay.value) || 0 });
+      for await (const event of run) {
+        logEvent(event);
+        dataMeta.textContent = `${run.workflowId} · seq ${event.seq}`;
+        if (event.type === "node_update") {
+          setNode(event.node_id, event.status, event.progress);
+        } else if (event.type === "progress") {
+          setNode(event.node_id, "running", event.percent);
+        }
+      }
+      showResult(await run.result());
+      dataMeta.textContent = `${run.workflowId} · ${run.lastSeq} events · completed`;
+    } catch (error) {
+      dataMeta.textContent = `⚠ ${describe(error)}`;
+    }
+  })();
+});
+
+// --- approval ------------------------------------------------------------------------------
+
+const approvalForm = byId<HTMLFormElement>("approval-form");
+const approvalInput = byId<HTMLInputElement>("approval-input");
+const approvalPrompt = byId("approval-prompt");
+const approvalQuestion = byId("approval-question");
+const approvalOptions = byId("approval-options");
+const approvalResult = byId("approval-result");
+const approvalMeta = byId("approval-meta");
+
+function showOutcome(kind: "approved" | "rejected" | "failed", text: string): void {
+  approvalResult.className = `outcome outcome--${kind}`;
+  approvalResult.dataset.outcome = kind;
+  approvalResult.textContent = text;
+  approvalResult.hidden = false;
+}
+
+approvalForm.addEventListener("submit", (submit) => {
+  submit.preventDefault();
+  const message = approvalInput.value.trim();
+  if (!message) {
+    return;
+  }
+  approvalResult.hidden = true;
+  approvalPrompt.hidden = true;
+  approvalMeta.textContent = "starting…";
+  void (async () => {
+    try {
+      const run = await client.startWorkflow("approval", { message, timeout: 300 });
+      for await (const event of run) {
+        logEvent(event);
+        approvalMeta.textContent = `${run.workflowId} · ${run.status}`;
+        if (event.type === "input_request") {
+          approvalQuestion.textContent = event.prompt;
+          approvalOptions.replaceChildren(
+            ...(event.options ?? ["yes", "no"]).map((option) => {
+              const button = element("button", option === "yes" ? "yes" : option === "no" ? "no" : "", option);
+              button.type = "button";
+              button.dataset.option = option;
+              button.addEventListener("click", () => {
+                for (const other of approvalOptions.querySelectorAll("button")) {
+                  other.disabled = true;
+                }
+                run.respond(event.request_id, { value: option }).catch((error: unknown) => {
+                  approvalMeta.textContent = `⚠ ${describe(error)}`;
+                });
+              });
+              return button;
+            }),
+          );
+          approvalPrompt.hidden = false;
+        } else if (event.type === "input_answered") {
+          approvalPrompt.hidden = true;
+        }
+      }
+      const result = await run.result();
+      showOutcome(
+        result.approved ? "approved" : "rejected",
+        result.approved ? `✔ Approved (“${result.answer}”)` : `✖ Rejected (“${result.answer}”)`,
+      );
+      approvalMeta.textContent = `${run.workflowId} · completed`;
+    } catch (error) {
+      approvalPrompt.hidden = true;
+      showOutcome("failed", `⚠ ${describe(error)}`);
+    }
+  })();
+});
+
+// --- start -----------------------------------------------------------------------------------
+
+showState(client.state);
+client.connect().catch((error: unknown) => {
+  statePill.title = describe(error);
+  showState("disconnected");
+});

@@ -1,0 +1,577 @@
+/**
+ * `GraphwireClient`: the socket, the connection state machine (disconnected → connecting
+ * → connected), reconnect with backoff and full jitter, and the typed API over the
+ * sans-I/O `ClientCore`.
+ */
+
+import { DEFAULT_RECONNECT, type ReconnectPolicy, backoffDelay, reconnectPolicy } from "./backoff.js";
+import { ClientCore, type Gap } from "./core.js";
+import { Emitter } from "./emitter.js";
+import {
+  ClientClosed,
+  CommandTimeout,
+  ConnectionLost,
+  ConnectionRejected,
+  GraphwireError,
+  InvalidFrame,
+} from "./errors.js";
+import { type FrameValidator, decodeFrame } from "./frames.js";
+import {
+  type Ack,
+  type CommandBody,
+  type Connected,
+  type JsonObject,
+  type Pong,
+  type ServerEvent,
+  type StartWorkflow,
+  type Subscribed,
+  type WorkflowCommand,
+  WorkflowCommands,
+  type WorkflowReplies,
+  type WorkflowStarted,
+  type Workflows,
+} from "./generated/index.js";
+import { Run, type RunHost } from "./run.js";
+import type { RunState } from "./run-state.js";
+import {
+  type Socket,
+  SocketOpenFailed,
+  type Transport,
+  type WebSocketConstructor,
+  webSocketTransport,
+} from "./socket.js";
+
+/** Where the client's connection stands. */
+export type ConnectionState = "disconnected" | "connecting" | "connected";
+
+/** One transition of `client.state`, passed to `on("state", …)` handlers. */
+export interface StateChange {
+  oldState: ConnectionState;
+  newState: ConnectionState;
+  /** Consecutive failed connection attempts so far (0 once connected). */
+  attempt: number;
+  /** Why the previous connection ended or the attempt failed, when there is a reason. */
+  error?: Error | undefined;
+}
+
+/**
+ * The events of `client.on(type, handler)`: `state`, `gap` and `invalid_frame`, and every
+ * server message by its `type` (run events once each, in seq order).
+ */
+export type ClientEvents = {
+  state: StateChange;
+  gap: Gap;
+  invalid_frame: InvalidFrame;
+} & { [T in ServerEvent["type"]]: Extract<ServerEvent, { type: T }> };
+
+/** The params of workflow `W`: from the spec for the built-in workflows, any JSON object otherwise. */
+export type ParamsOf<W extends string> = W extends keyof Workflows ? Workflows[W]["params"] : JsonObject;
+
+/** The result of workflow `W`: from the spec for the built-in workflows, any JSON object otherwise. */
+export type ResultOf<W extends string> = W extends keyof Workflows ? Workflows[W]["result"] : JsonObject;
+
+export interface ClientOptions {
+  /** A JWT; sent as `Authorization: Bearer` (Node) or the `bearer.<token>` subprotocol (browsers). */
+  token?: string;
+  /** Reconnect after a drop (default: 8 attempts, 250 ms base, 5 s cap), or `false` to fail at once. */
+  reconnect?: Partial<ReconnectPolicy> | false;
+  /** Validate every inbound frame against the spec with ajv; invalid ones are dropped (`invalid_frame`). */
+  validate?: boolean;
+  /** Ask the server to coalesce frames into `batch` frames (default true; the client unpacks them). */
+  batch?: boolean;
+  /** Reject a command whose answer has not come after this long (default 30 000 ms). */
+  commandTimeoutMs?: number;
+  /** Give up on one connection attempt after this long (default 10 000 ms). */
+  connectTimeoutMs?: number;
+  /** The WebSocket class to use (default: the global `WebSocket`, else the `ws` package). */
+  WebSocket?: WebSocketConstructor;
+  /** Open sockets another way altogether (tests, proxies); overrides `WebSocket`. */
+  transport?: Transport;
+}
+
+export interface StartOptions {
+  /**
+   * A repeat with the same key and params returns the same run. The client always sends
+   * one (random by default), which lets it resend a start safely after a drop.
+   */
+  idempotencyKey?: string;
+}
+
+export interface AttachOptions {
+  /** The last seq you have; events after it are replayed, then live ones follow. Default 0 (all). */
+  sinceSeq?: number;
+}
+
+// Close codes after which reconnecting cannot help (the spec's CloseCode).
+const FINAL_CLOSE_CODES: ReadonlySet<number> = new Set([1008, 1009, 4001, 4003]);
+const encoder = new TextEncoder();
+
+function randomKey(): string {
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * A client of one graphwire gateway endpoint (`/ws/workflow`).
+ *
+ * ```ts
+ * const client = new GraphwireClient("ws://127.0.0.1:8000/ws/workflow");
+ * await client.connect();
+ * const run = await client.startWorkflow("data_processing", { data: [1, 2, 3] });
+ * for await (const event of run) console.log(event.seq, event.type);
+ * console.log(await run.result()); // { count: 3, sum: 6, mean: 2 }
+ * await client.close();
+ * ```
+ */
+export class GraphwireClient {
+  /** The raw commands, one typed method per client → server operation of the spec. */
+  readonly commands: WorkflowCommands;
+  readonly url: string;
+  private readonly core: ClientCore;
+  private readonly events = new Emitter<ClientEvents>();
+  private readonly policy: ReconnectPolicy | undefined;
+  private readonly transport: Transport;
+  private readonly commandTimeoutMs: number;
+  private readonly connectTimeoutMs: number;
+  private currentState: ConnectionState = "disconnected";
+  private socket: Socket | undefined;
+  private greeting: Connected | undefined;
+  private generation = 0;
+  private closed = false;
+  private connecting: Promise<Connected> | undefined;
+  private validator: FrameValidator | undefined;
+  private cancelSleep: (() => void) | undefined;
+  private abortOpen: (() => void) | undefined;
+  private readonly host: RunHost;
+
+  constructor(
+    url: string,
+    private readonly options: ClientOptions = {},
+  ) {
+    const target = new URL(url);
+    if (options.batch === false) {
+      target.searchParams.set("batch", "0");
+    }
+    this.url = target.toString();
+    this.policy = options.reconnect === false ? undefined : reconnectPolicy(options.reconnect ?? DEFAULT_RECONNECT);
+    this.transport = options.transport ?? webSocketTransport(options.WebSocket);
+    this.commandTimeoutMs = options.commandTimeoutMs ?? 30_000;
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    this.core = new ClientCore({
+      send: (frame) => this.write(frame),
+      message: (message) => this.events.emit(message.type, message as never),
+      gap: (gap) => this.events.emit("gap", gap),
+    });
+    this.commands = new WorkflowCommands({
+      request: <T extends WorkflowCommand["type"] & keyof WorkflowReplies>(
+        type: T,
+        body: CommandBody<Extract<WorkflowCommand, { type: T }>>,
+      ) => this.request(type, body),
+    });
+    this.host = {
+      commands: this.commands,
+      unsubscribe: (state) => this.unsubscribeRun(state),
+    };
+  }
+
+  /** `disconnected`, `connecting` (also while waiting to retry after a drop) or `connected`. */
+  get state(): ConnectionState {
+    return this.currentState;
+  }
+
+  /** The server's `connected` greeting of the current connection. */
+  get connection(): Connected | undefined {
+    return this.greeting;
+  }
+
+  /** The client id the server gave the current connection. */
+  get clientId(): string | undefined {
+    return this.greeting?.client_id;
+  }
+
+  /**
+   * Listen to `state` changes, `gap`s, `invalid_frame`s, or server messages by `type`
+   * (`system_alert`, `topic_message`, `token`, …). Returns the function that stops it.
+   */
+  on<K extends keyof ClientEvents>(type: K, handler: (event: ClientEvents[K]) => void): () => void {
+    return this.events.on(type, handler);
+  }
+
+  off<K extends keyof ClientEvents>(type: K, handler: (event: ClientEvents[K]) => void): void {
+    this.events.off(type, handler);
+  }
+
+  /** Open the connection; resolves with the server's `connected` greeting. One attempt. */
+  connect(): Promise<Connected> {
+    if (this.closed) {
+      return Promise.reject(new ClientClosed());
+    }
+    if (this.currentState === "connected" && this.greeting !== undefined) {
+      return Promise.resolve(this.greeting);
+    }
+    if (this.connecting !== undefined) {
+      return this.connecting;
+    }
+    if (this.currentState === "connecting") {
+      return this.untilConnected();
+    }
+    const attempt = (async () => {
+      this.setState("connecting", 0);
+      try {
+        const greeting = await this.open();
+        this.setState("connected", 0);
+        this.core.resume();
+        return greeting;
+      } catch (error) {
+        this.setState("disconnected", 1, asError(error));
+        throw error;
+      } finally {
+        this.connecting = undefined;
+      }
+    })();
+    this.connecting = attempt;
+    return attempt;
+  }
+
+  /**
+   * Start a run of `workflow` (`start_workflow`) and follow it. Params and result are
+   * typed per workflow: `startWorkflow("data_processing", { data: "x" })` does not compile.
+   */
+  async startWorkflow<W extends string>(
+    workflow: W,
+    params: ParamsOf<W>,
+    options: StartOptions = {},
+  ): Promise<Run<ResultOf<W>>> {
+    const frame: StartWorkflow = {
+      type: "start_workflow",
+      workflow,
+      params: params as unknown as JsonObject,
+      idempotency_key: options.idempotencyKey ?? randomKey(),
+    };
+    // A key of our own is new, so the answer is a new run; the caller's may name an old one.
+    const started = (await this.dispatch(frame, options.idempotencyKey !== undefined)) as WorkflowStarted;
+    return new Run<ResultOf<W>>(this.core.track(started.workflow_id, 0), this.host, 0);
+  }
+
+  /**
+   * Follow a run started elsewhere (`subscribe {workflow_id, since_seq}`): its events
+   * after `sinceSeq`, then live ones. `run.snapshot` tells where it stood, with its open
+   * input requests.
+   */
+  async attach<R = JsonObject>(workflowId: string, options: AttachOptions = {}): Promise<Run<R>> {
+    const sinceSeq = options.sinceSeq ?? 0;
+    const known = this.core.runs.get(workflowId);
+    if (known !== undefined) {
+      while (known.subscribing && !known.finished) {
+        await known.changed();
+      }
+      return new Run<R>(known, this.host, sinceSeq);
+    }
+    const state = this.core.track(workflowId, sinceSeq);
+    state.subscribing = true;
+    try {
+      await this.commands.subscribe({ workflow_id: workflowId, since_seq: sinceSeq });
+    } catch (error) {
+      this.core.untrack(state, asGraphwireError(error));
+      throw error;
+    }
+    return new Run<R>(state, this.host, sinceSeq);
+  }
+
+  /** Receive `topic_message`s of these topics (restored after a reconnect). */
+  async subscribe(topics: string[]): Promise<Subscribed> {
+    const reply = await this.commands.subscribe({ topics });
+    for (const topic of topics) {
+      this.core.topics.add(topic);
+    }
+    return reply;
+  }
+
+  /** Stop receiving these topics. */
+  async unsubscribe(topics: string[]): Promise<Ack> {
+    for (const topic of topics) {
+      this.core.topics.delete(topic);
+    }
+    return this.commands.unsubscribe({ topics });
+  }
+
+  /** Join a broadcast group: its `system_alert`s arrive as `on("system_alert", …)` (restored after a reconnect). */
+  async joinGroup(group: string): Promise<Ack> {
+    const ack = await this.commands.joinGroup({ group });
+    this.core.groups.add(group);
+    return ack;
+  }
+
+  async leaveGroup(group: string): Promise<Ack> {
+    this.core.groups.delete(group);
+    return this.commands.leaveGroup({ group });
+  }
+
+  /** A round trip to the server (`ping` → `pong`). */
+  ping(): Promise<Pong> {
+    return this.commands.ping();
+  }
+
+  /** Close the connection for good: pending commands and open runs fail with `ClientClosed`. */
+  async close(): Promise<void> {
+    if (this.closed) {
+      return;
+    }
+    this.closed = true;
+    this.cancelSleep?.();
+    this.abortOpen?.();
+    const socket = this.socket;
+    this.socket = undefined;
+    this.generation++;
+    this.core.fail(new ClientClosed());
+    this.setState("disconnected", 0);
+    await socket?.close(1000, "client closed");
+  }
+
+  private async request<T extends WorkflowCommand["type"] & keyof WorkflowReplies>(
+    type: T,
+    body: CommandBody<Extract<WorkflowCommand, { type: T }>>,
+  ): Promise<WorkflowReplies[T]> {
+    const frame = { ...body, type } as unknown as WorkflowCommand;
+    // With the caller's own idempotency key the server may answer with an existing run.
+    const reread = frame.type === "start_workflow" && frame.idempotency_key !== undefined;
+    return (await this.dispatch(frame, reread)) as WorkflowReplies[T];
+  }
+
+  /** Sends a command (or queues it while reconnecting) and waits for its direct answer. */
+  private async dispatch(frame: WorkflowCommand, reread: boolean): Promise<ServerEvent> {
+    if (this.closed) {
+      throw new ClientClosed();
+    }
+    if (this.currentState === "disconnected") {
+      throw new GraphwireError(`not connected: call connect() before ${frame.type}`);
+    }
+    const limit = this.greeting?.max_message_size;
+    if (limit !== undefined && encoder.encode(JSON.stringify(frame)).length > limit) {
+      throw new GraphwireError(`${frame.type} is larger than the server's max_message_size (${limit} bytes)`);
+    }
+    const { id, reply } = this.core.command(frame, false, reread);
+    const timeout = new CommandTimeout(frame.type, this.commandTimeoutMs);
+    const timer = setTimeout(() => this.core.abandon(id, timeout), this.commandTimeoutMs);
+    try {
+      return await reply;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async unsubscribeRun(state: RunState): Promise<void> {
+    this.core.untrack(state);
+    if (this.currentState !== "disconnected") {
+      await this.commands.unsubscribe({ workflow_id: state.workflowId });
+    }
+  }
+
+  private write(frame: WorkflowCommand): void {
+    try {
+      this.socket?.send(JSON.stringify(frame));
+    } catch {
+      // The socket is closing; its close event starts the reconnect that resends.
+    }
+  }
+
+  /** One connection attempt: open the socket and wait for the `connected` greeting. */
+  private async open(): Promise<Connected> {
+    if (this.options.validate === true && this.validator === undefined) {
+      const { createValidator } = await import("./validate.js");
+      this.validator = createValidator();
+    }
+    const generation = ++this.generation;
+    let greeted: (greeting: Connected) => void = () => {};
+    let refused: (error: Error) => void = () => {};
+    const greeting = new Promise<Connected>((resolve, reject) => {
+      greeted = resolve;
+      refused = reject;
+    });
+    this.abortOpen = () => refused(new ClientClosed());
+    let hello: Connected | undefined;
+    const opening = this.transport(
+      this.url,
+      {
+        message: (text) => {
+          if (generation !== this.generation) {
+            return;
+          }
+          for (const message of this.decode(text)) {
+            if (hello === undefined && message.type === "connected") {
+              hello = message;
+              greeted(message);
+            }
+            this.core.receive(message);
+          }
+        },
+        close: (code, reason) => {
+          if (generation !== this.generation) {
+            return;
+          }
+          if (hello === undefined) {
+            refused(closeError(this.url, code, reason));
+          } else {
+            this.dropped(code, reason);
+          }
+        },
+      },
+      { token: this.options.token },
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new SocketOpenFailed(this.url, 1006, `no greeting within ${this.connectTimeoutMs} ms`)),
+        this.connectTimeoutMs,
+      );
+    });
+    const aborted = greeting.then(() => new Promise<never>(() => {}));
+    let socket: Socket | undefined;
+    try {
+      socket = await Promise.race([opening, timeout, aborted]);
+      if (generation !== this.generation) {
+        throw new ClientClosed();
+      }
+      this.socket = socket;
+      const connected = await Promise.race([greeting, timeout]);
+      this.greeting = connected;
+      return connected;
+    } catch (error) {
+      if (generation === this.generation) {
+        this.generation++;
+        this.socket = undefined;
+      }
+      const abandon = (open: Socket): void => void open.close(1000, "connection attempt abandoned");
+      if (socket !== undefined) {
+        abandon(socket);
+      } else {
+        opening.then(abandon, () => {});
+      }
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      this.abortOpen = undefined;
+    }
+  }
+
+  private decode(text: string): ServerEvent[] {
+    try {
+      return decodeFrame(text, this.validator);
+    } catch (error) {
+      if (error instanceof InvalidFrame) {
+        this.events.emit("invalid_frame", error);
+        return [];
+      }
+      throw error;
+    }
+  }
+
+  /** The socket of a live connection closed: reconnect, or fail for good. */
+  private dropped(code: number, reason: string): void {
+    this.generation++;
+    this.socket = undefined;
+    this.core.lost();
+    if (this.closed) {
+      return;
+    }
+    if (FINAL_CLOSE_CODES.has(code)) {
+      this.giveUp(new ConnectionRejected(code, reason), 0);
+      return;
+    }
+    const cause = new SocketOpenFailed(this.url, code, reason || "the connection dropped");
+    if (this.policy === undefined) {
+      this.giveUp(new ConnectionLost("the connection dropped and reconnect is off", 0, { cause }), 0);
+      return;
+    }
+    void this.reconnect(this.policy, cause);
+  }
+
+  private async reconnect(policy: ReconnectPolicy, cause: Error): Promise<void> {
+    let lastError: Error = cause;
+    this.setState("connecting", 0, cause);
+    for (let attempt = 0; attempt < policy.maxAttempts; attempt++) {
+      await this.sleep(backoffDelay(attempt, policy));
+      if (this.closed) {
+        return;
+      }
+      try {
+        await this.open();
+      } catch (error) {
+        if (this.closed) {
+          return;
+        }
+        lastError = asError(error);
+        if (error instanceof ConnectionRejected) {
+          this.giveUp(error, attempt + 1);
+          return;
+        }
+        continue;
+      }
+      this.setState("connected", 0);
+      this.core.resume();
+      return;
+    }
+    this.giveUp(
+      new ConnectionLost(
+        `gave up after ${policy.maxAttempts} failed reconnect attempts to ${this.url}`,
+        policy.maxAttempts,
+        {
+          cause: lastError,
+        },
+      ),
+      policy.maxAttempts,
+    );
+  }
+
+  private giveUp(error: GraphwireError, attempt: number): void {
+    this.core.fail(error);
+    this.setState("disconnected", attempt, error);
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.cancelSleep = done;
+    });
+  }
+
+  private untilConnected(): Promise<Connected> {
+    return new Promise((resolve, reject) => {
+      const stop = this.on("state", ({ newState, error }) => {
+        if (newState === "connected" && this.greeting !== undefined) {
+          stop();
+          resolve(this.greeting);
+        } else if (newState === "disconnected") {
+          stop();
+          reject(error ?? new ClientClosed());
+        }
+      });
+    });
+  }
+
+  private setState(newState: ConnectionState, attempt: number, error?: Error): void {
+    const oldState = this.currentState;
+    if (oldState === newState) {
+      return;
+    }
+    this.currentState = newState;
+    this.events.emit("state", { oldState, newState, attempt, ...(error !== undefined && { error }) });
+  }
+}
+
+function closeError(url: string, code: number, reason: string): GraphwireError {
+  return FINAL_CLOSE_CODES.has(code) ? new ConnectionRejected(code, reason) : new SocketOpenFailed(url, code, reason);
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+function asGraphwireError(error: unknown): GraphwireError {
+  return error instanceof GraphwireError ? error : new GraphwireError(String(error), { cause: error });
+}

@@ -1,0 +1,295 @@
+/**
+ * The client's protocol core, with no I/O: command ids and their answers, the runs it
+ * follows (seq tracking, dedupe, gap repair), groups and topics, and what to send after
+ * a reconnect. The client feeds it decoded messages and connection events; it writes
+ * frames through `outbox` and reports messages through `emit`. Its tests need no socket.
+ */
+
+import { ClientClosed, CommandInterrupted, type GraphwireError, RunLost, errorFromFrame } from "./errors.js";
+import {
+  RUN_EVENT_TYPES,
+  WORKFLOW_REPLY_TYPES,
+  type RunEvent,
+  type ServerEvent,
+  type WorkflowCommand,
+} from "./generated/index.js";
+import { RunState } from "./run-state.js";
+
+/** A run's seqs that can never be delivered (the server's log no longer reaches back). */
+export interface Gap {
+  workflowId: string;
+  fromSeq: number;
+  toSeq: number;
+}
+
+/** Where the core reports what it received: every server message, each run event once. */
+export interface CoreSink {
+  send(frame: WorkflowCommand): void;
+  message(message: ServerEvent): void;
+  gap(gap: Gap): void;
+}
+
+/** A command with its `id`, as sent. */
+export type SentCommand = WorkflowCommand & { id: string };
+
+interface Pending {
+  frame: SentCommand;
+  replyType: string;
+  /** Safe to send again after a drop (the server's answer does not change). */
+  repeatable: boolean;
+  /** Sent by the core itself (resume, resync): dropped, not re-sent, when the socket drops. */
+  internal: boolean;
+  /** Written on the current connection. */
+  sent: boolean;
+  /** Written on some connection. */
+  everSent: boolean;
+  /**
+   * A `start_workflow` that may name an existing run (a resend, or the caller's own
+   * idempotency key): the server then answers with seq 1 only, so the run's log is
+   * re-read after the answer.
+   */
+  reread: boolean;
+  resolve(reply: ServerEvent): void;
+  reject(error: Error): void;
+}
+
+const RUN_EVENTS: ReadonlySet<string> = new Set(RUN_EVENT_TYPES);
+
+function isRunEvent(message: ServerEvent): message is RunEvent {
+  return RUN_EVENTS.has(message.type);
+}
+
+/** Whether sending `frame` twice has the same effect as once. */
+export function isRepeatable(frame: WorkflowCommand): boolean {
+  switch (frame.type) {
+    case "start_workflow":
+      return frame.idempotency_key !== undefined;
+    case "node_input":
+    case "cancel_workflow":
+      return false;
+    default:
+      return true;
+  }
+}
+
+export class ClientCore {
+  /** Every run this client follows, by `workflow_id`. */
+  readonly runs = new Map<string, RunState>();
+  /** Groups joined and topics subscribed, restored after a reconnect. */
+  readonly groups = new Set<string>();
+  readonly topics = new Set<string>();
+  /** Whether frames can be written now; commands wait for `resume()` otherwise. */
+  connected = false;
+  private readonly pending = new Map<string, Pending>();
+  private counter = 0;
+
+  constructor(private readonly sink: CoreSink) {}
+
+  /** Commands that wait for their answer. */
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  /** Registers a command, sends it if connected, and resolves with its direct answer. */
+  command(frame: WorkflowCommand, internal = false, reread = false): { id: string; reply: Promise<ServerEvent> } {
+    const id = `c${++this.counter}`;
+    const sent: SentCommand = { ...frame, id };
+    const reply = new Promise<ServerEvent>((resolve, reject) => {
+      const entry: Pending = {
+        frame: sent,
+        replyType: WORKFLOW_REPLY_TYPES[frame.type],
+        repeatable: isRepeatable(frame),
+        internal,
+        sent: false,
+        everSent: false,
+        reread,
+        resolve,
+        reject,
+      };
+      this.pending.set(id, entry);
+      if (this.connected) {
+        this.write(entry);
+      }
+    });
+    return { id, reply };
+  }
+
+  /** Forgets a command that will not be answered in time; rejects it with `error`. */
+  abandon(id: string, error: Error): void {
+    const entry = this.pending.get(id);
+    if (entry !== undefined) {
+      this.pending.delete(id);
+      entry.reject(error);
+    }
+  }
+
+  /** Starts following a run from `sinceSeq` (before its `subscribe` goes out). */
+  track(workflowId: string, sinceSeq: number): RunState {
+    let state = this.runs.get(workflowId);
+    if (state === undefined) {
+      state = new RunState(workflowId, sinceSeq);
+      this.runs.set(workflowId, state);
+    }
+    return state;
+  }
+
+  /** Stops following a run; its views end with `ClientClosed`. */
+  untrack(state: RunState, error: GraphwireError = new ClientClosed("no longer subscribed to this run")): void {
+    if (this.runs.get(state.workflowId) === state) {
+      this.runs.delete(state.workflowId);
+    }
+    state.fail(error);
+  }
+
+  /** One message from the server (a `batch` is already unpacked). */
+  receive(message: ServerEvent): void {
+    const replyTo = "reply_to" in message ? message.reply_to : undefined;
+    const entry = replyTo === undefined ? undefined : this.pending.get(replyTo);
+    let reread: RunState | undefined;
+    if (message.type === "workflow_started" && entry?.frame.type === "start_workflow") {
+      const state = this.track(message.workflow_id, 0);
+      if (entry.reread) {
+        reread = state;
+      }
+    }
+    if (message.type === "subscribed" && message.workflow_id !== undefined) {
+      // Applied before the replay that follows it in the same read.
+      const lost = this.runs.get(message.workflow_id)?.applySubscribed(message);
+      if (lost !== undefined) {
+        this.sink.gap({ workflowId: message.workflow_id, fromSeq: lost[0], toSeq: lost[1] });
+      }
+    }
+    let fresh = true;
+    if (isRunEvent(message)) {
+      const state = this.runs.get(message.workflow_id);
+      if (state !== undefined) {
+        const accepted = state.accept(message);
+        fresh = accepted === "new";
+        if (accepted === "gap") {
+          this.resync(state);
+        }
+      }
+    }
+    if (entry !== undefined && replyTo !== undefined) {
+      if (message.type === "error") {
+        this.pending.delete(replyTo);
+        entry.reject(errorFromFrame(message));
+      } else if (message.type === entry.replyType) {
+        this.pending.delete(replyTo);
+        entry.resolve(message);
+      }
+    }
+    if (fresh) {
+      this.sink.message(message);
+    }
+    if (reread !== undefined) {
+      this.resync(reread);
+    }
+  }
+
+  /** The socket dropped: commands that are safe to repeat wait for `resume()`, others fail. */
+  lost(): void {
+    this.connected = false;
+    for (const [id, entry] of this.pending) {
+      if (entry.internal) {
+        this.pending.delete(id);
+      } else if (entry.sent && !entry.repeatable) {
+        this.pending.delete(id);
+        entry.reject(new CommandInterrupted(entry.frame.type));
+      } else {
+        entry.sent = false;
+      }
+    }
+    const subscribing = new Set<string>();
+    for (const entry of this.pending.values()) {
+      if (entry.frame.type === "subscribe" && entry.frame.workflow_id !== undefined) {
+        subscribing.add(entry.frame.workflow_id);
+      }
+    }
+    for (const state of this.runs.values()) {
+      state.subscribing = subscribing.has(state.workflowId);
+      state.resyncing = false;
+    }
+  }
+
+  /**
+   * A (new) socket is open: restore groups, topics and every open run from its last seq,
+   * then send the commands that waited.
+   */
+  resume(): void {
+    this.connected = true;
+    for (const group of this.groups) {
+      this.internal({ type: "join_group", group });
+    }
+    if (this.topics.size > 0) {
+      this.internal({ type: "subscribe", topics: [...this.topics] });
+    }
+    for (const state of this.runs.values()) {
+      if (!state.finished && !state.subscribing) {
+        this.subscribeRun(state);
+      }
+    }
+    const waiting = [...this.pending.values()].filter((entry) => !entry.sent);
+    for (const entry of waiting) {
+      this.write(entry);
+    }
+  }
+
+  private write(entry: Pending): void {
+    // A resent start may have started its run the first time: read the log after the answer.
+    entry.reread ||= entry.everSent && entry.frame.type === "start_workflow";
+    entry.sent = true;
+    entry.everSent = true;
+    this.sink.send(entry.frame);
+  }
+
+  /** The client gave up or was closed: every command and every open run fails with `error`. */
+  fail(error: GraphwireError): void {
+    this.connected = false;
+    const entries = [...this.pending.values()];
+    this.pending.clear();
+    for (const entry of entries) {
+      entry.reject(error);
+    }
+    for (const state of this.runs.values()) {
+      state.fail(error);
+    }
+  }
+
+  /** Events went missing on this connection: re-read the run's log after its last seq. */
+  private resync(state: RunState): void {
+    if (state.resyncing || state.subscribing || state.finished) {
+      return;
+    }
+    state.resyncing = true;
+    // The server skips seqs at or below the last one it gave this connection; detaching
+    // first makes the subscribe replay everything after `since_seq`.
+    this.internal({ type: "unsubscribe", workflow_id: state.workflowId });
+    this.subscribeRun(state);
+  }
+
+  private subscribeRun(state: RunState): void {
+    state.subscribing = true;
+    const { reply } = this.command(
+      { type: "subscribe", workflow_id: state.workflowId, since_seq: state.lastSeq },
+      true,
+    );
+    reply.catch((error: unknown) => {
+      state.subscribing = false;
+      if (this.runs.get(state.workflowId) === state) {
+        const message = error instanceof Error ? error.message : String(error);
+        state.fail(
+          new RunLost(state.workflowId, `run ${state.workflowId} can no longer be followed: ${message}`, {
+            cause: error,
+          }),
+        );
+      }
+    });
+  }
+
+  private internal(frame: WorkflowCommand): void {
+    this.command(frame, true).reply.catch(() => {
+      // Internal commands are best effort; a drop re-issues them on the next resume.
+    });
+  }
+}

@@ -1,0 +1,230 @@
+/**
+ * Every error the SDK throws or rejects with has one root, `GraphwireError` (the same
+ * tree and names as the Python SDK's `graphwire_client.exceptions`):
+ *
+ * ```text
+ * GraphwireError
+ * ├── ConnectionLost          gave up reconnecting after `reconnect.maxAttempts` (terminal)
+ * ├── ConnectionRejected      the server closed with a code that forbids retrying (terminal)
+ * ├── ClientClosed            the client was closed while the call waited, or before it
+ * ├── CommandInterrupted      the socket dropped while a command that is not safe to repeat
+ * │                           (`node_input`, `cancel_workflow`) waited for its answer
+ * ├── CommandTimeout          no answer to a command within `commandTimeoutMs`
+ * ├── InvalidFrame            an inbound frame is not JSON or breaks the spec (`validate: true`)
+ * ├── ServerError             an `error` frame answered a command (`code`, `retryAfter` …)
+ * │   ├── BadRequest              invalid_json, binary_not_supported, not_an_object,
+ * │   │                           unknown_type, invalid_message, message_too_large
+ * │   ├── UnknownWorkflow         unknown_workflow
+ * │   ├── InvalidParams           invalid_params
+ * │   ├── UnknownRun              unknown_run
+ * │   ├── RunFinished             run_finished
+ * │   ├── InputRejected           no_pending_input, unknown_request,
+ * │   │                           input_already_answered, invalid_input
+ * │   ├── IdempotencyConflict     idempotency_conflict
+ * │   ├── RateLimited             rate_limited (see `retryAfter`)
+ * │   ├── Unauthorized            unauthorized
+ * │   ├── Forbidden               forbidden
+ * │   └── InternalServerError     internal_error
+ * └── RunError                a run did not end with `workflow_completed` (`workflowId`)
+ *     ├── WorkflowFailed          `workflow_failed` (`code` is input_timeout, node_error …)
+ *     ├── WorkflowCancelled       `workflow_cancelled`
+ *     └── RunLost                 the run can no longer be followed (the server forgot it)
+ * ```
+ */
+
+import type { ErrorCode, ErrorDetail, ErrorMessage } from "./generated/index.js";
+
+/** The root of every error the SDK throws. */
+export class GraphwireError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The client gave up: `attempts` consecutive connection attempts failed. Terminal. */
+export class ConnectionLost extends GraphwireError {
+  constructor(
+    message: string,
+    readonly attempts: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+const CLOSE_NAMES: Readonly<Record<number, string>> = {
+  1008: "policy_violation",
+  1009: "message_too_big",
+  4001: "unauthorized",
+  4003: "forbidden",
+};
+
+/**
+ * The server closed the socket with a code that retrying cannot fix: 4001 unauthorized,
+ * 4003 forbidden, 1008 origin not allowed. Terminal, like `ConnectionLost`.
+ */
+export class ConnectionRejected extends GraphwireError {
+  constructor(
+    readonly closeCode: number,
+    readonly reason: string = "",
+  ) {
+    const name = CLOSE_NAMES[closeCode] ?? "unknown";
+    super(`the server closed the connection with ${closeCode} (${name})${reason ? `: ${reason}` : ""}`);
+  }
+}
+
+/** The client was closed (`close()`) while this call waited, or before it. */
+export class ClientClosed extends GraphwireError {
+  constructor(message = "the client is closed") {
+    super(message);
+  }
+}
+
+/**
+ * The connection dropped while a command that is not safe to repeat (`node_input`,
+ * `cancel_workflow`) waited for its answer: it may or may not have been applied. The
+ * run's events tell (`input_answered`, `workflow_cancelled`).
+ */
+export class CommandInterrupted extends GraphwireError {
+  constructor(readonly command: string) {
+    super(`the connection dropped before the server answered ${command}; it may or may not have been applied`);
+  }
+}
+
+/** The server did not answer a command within `commandTimeoutMs`. */
+export class CommandTimeout extends GraphwireError {
+  constructor(
+    readonly command: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`no answer to ${command} within ${timeoutMs} ms`);
+  }
+}
+
+/** An inbound frame is not JSON, or (with `validate: true`) breaks the spec. It is dropped. */
+export class InvalidFrame extends GraphwireError {
+  constructor(
+    message: string,
+    readonly frame: unknown,
+    readonly errors: readonly string[] = [],
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The server refused a command with an `error` frame; the connection stays usable.
+ * The fields are the frame's.
+ */
+export class ServerError extends GraphwireError {
+  readonly code: ErrorCode;
+  readonly path: string | undefined;
+  readonly workflowId: string | undefined;
+  /** Seconds to wait before retrying (with `rate_limited`). */
+  readonly retryAfter: number | undefined;
+  readonly replyTo: string | undefined;
+
+  constructor(readonly frame: ErrorMessage) {
+    super(`${frame.code}: ${frame.message}`);
+    this.code = frame.code;
+    this.path = frame.path;
+    this.workflowId = frame.workflow_id;
+    this.retryAfter = frame.retry_after;
+    this.replyTo = frame.reply_to;
+  }
+}
+
+/** The frame was not a valid message (`invalid_message` names the field in `path`). */
+export class BadRequest extends ServerError {}
+/** No workflow is registered under that name. */
+export class UnknownWorkflow extends ServerError {}
+/** The params break the workflow's params schema; `path` names the field. */
+export class InvalidParams extends ServerError {}
+/** No run with that `workflow_id` (never started, or forgotten after its retention time). */
+export class UnknownRun extends ServerError {}
+/** The run has already ended. */
+export class RunFinished extends ServerError {}
+/** An answer to an input request was refused (already answered, unknown, not one of the options…). */
+export class InputRejected extends ServerError {}
+/** The `idempotency_key` was used before with other params. */
+export class IdempotencyConflict extends ServerError {}
+/** Too many commands; wait `retryAfter` seconds. */
+export class RateLimited extends ServerError {}
+/** The token is missing or invalid. */
+export class Unauthorized extends ServerError {}
+/** The token lacks the scope for this command. */
+export class Forbidden extends ServerError {}
+/** A bug on the server; the command may be retried. */
+export class InternalServerError extends ServerError {}
+
+const BY_CODE: Partial<Record<ErrorCode, typeof ServerError>> = {
+  invalid_json: BadRequest,
+  binary_not_supported: BadRequest,
+  not_an_object: BadRequest,
+  unknown_type: BadRequest,
+  invalid_message: BadRequest,
+  message_too_large: BadRequest,
+  unknown_workflow: UnknownWorkflow,
+  invalid_params: InvalidParams,
+  unknown_run: UnknownRun,
+  run_finished: RunFinished,
+  no_pending_input: InputRejected,
+  unknown_request: InputRejected,
+  input_already_answered: InputRejected,
+  invalid_input: InputRejected,
+  idempotency_conflict: IdempotencyConflict,
+  rate_limited: RateLimited,
+  unauthorized: Unauthorized,
+  forbidden: Forbidden,
+  internal_error: InternalServerError,
+};
+
+/** The error for an `error` frame: the `ServerError` subclass of its `code`. */
+export function errorFromFrame(frame: ErrorMessage): ServerError {
+  const Class = BY_CODE[frame.code] ?? ServerError;
+  return new Class(frame);
+}
+
+/** A run did not end with `workflow_completed`. */
+export class RunError extends GraphwireError {
+  constructor(
+    readonly workflowId: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** The run ended with `workflow_failed`; `error` is the spec's `ErrorDetail`. */
+export class WorkflowFailed extends RunError {
+  constructor(
+    workflowId: string,
+    readonly error: ErrorDetail,
+  ) {
+    const where = error.node_id ? ` in node ${JSON.stringify(error.node_id)}` : "";
+    super(workflowId, `run ${workflowId} failed${where}: ${error.code}: ${error.message}`);
+  }
+
+  get code(): ErrorCode {
+    return this.error.code;
+  }
+
+  get nodeId(): string | undefined {
+    return this.error.node_id;
+  }
+}
+
+/** The run ended with `workflow_cancelled`; `reason` says by whom, when the server tells. */
+export class WorkflowCancelled extends RunError {
+  constructor(
+    workflowId: string,
+    readonly reason?: string,
+  ) {
+    super(workflowId, `run ${workflowId} was cancelled${reason ? `: ${reason}` : ""}`);
+  }
+}
+
+/** The run can no longer be followed: the server forgot it (`unknown_run` on resume). */
+export class RunLost extends RunError {}

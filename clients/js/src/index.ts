@@ -1,0 +1,67 @@
+/**
+ * `@graphwire/client`: a typed client for the graphwire WebSocket gateway, for browsers
+ * (native `WebSocket`) and Node 20 (the `ws` package).
+ *
+ * The message types, the per-workflow params and results and the raw commands are
+ * generated from `spec/asyncapi.yaml` (`./generated/`); the rest is hand-written.
+ */
+
+export { DEFAULT_RECONNECT, type ReconnectPolicy, backoffDelay } from "./backoff.js";
+export {
+  type AttachOptions,
+  type ClientEvents,
+  type ClientOptions,
+  type ConnectionState,
+  GraphwireClient,
+  type ParamsOf,
+  type ResultOf,
+  type StartOptions,
+  type StateChange,
+} from "./client.js";
+export { ClientCore, type CoreSink, type Gap, isRepeatable } from "./core.js";
+// Explicit, so that the errors named like the Python SDK's (`WorkflowFailed`,
+// `WorkflowCancelled`) win over the message types of the same name, which stay
+// reachable as `messages.WorkflowFailed` and `WorkflowFailedEvent`.
+export {
+  BadRequest,
+  ClientClosed,
+  CommandInterrupted,
+  CommandTimeout,
+  ConnectionLost,
+  ConnectionRejected,
+  Forbidden,
+  GraphwireError,
+  IdempotencyConflict,
+  InputRejected,
+  InternalServerError,
+  InvalidFrame,
+  InvalidParams,
+  RateLimited,
+  RunError,
+  RunFinished,
+  RunLost,
+  ServerError,
+  Unauthorized,
+  UnknownRun,
+  UnknownWorkflow,
+  WorkflowCancelled,
+  WorkflowFailed,
+  errorFromFrame,
+} from "./errors.js";
+export { type FrameValidator, decodeFrame } from "./frames.js";
+export * from "./generated/index.js";
+export * as messages from "./generated/index.js";
+export type {
+  WorkflowCancelled as WorkflowCancelledEvent,
+  WorkflowFailed as WorkflowFailedEvent,
+} from "./generated/index.js";
+export { Run, type RunHost } from "./run.js";
+export { type Accepted, type Outcome, RunState, type TerminalEvent, isTerminal } from "./run-state.js";
+export {
+  type Socket,
+  SocketOpenFailed,
+  type SocketEvents,
+  type Transport,
+  type WebSocketConstructor,
+  webSocketTransport,
+} from "./socket.js";

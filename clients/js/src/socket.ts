@@ -1,0 +1,127 @@
+/**
+ * The transport seam: how the client opens a socket. The default uses the browser's
+ * native `WebSocket`, or the `ws` package in Node (Node 20 has no global `WebSocket`).
+ * Tests and unusual hosts can pass their own `transport`.
+ */
+
+import { GraphwireError } from "./errors.js";
+
+/** An open socket, as the client uses it. */
+export interface Socket {
+  send(text: string): void;
+  /** Starts the closing handshake; resolves once the socket is closed (or after a short wait). */
+  close(code: number, reason: string): Promise<void>;
+}
+
+/** What the transport reports about an open socket. */
+export interface SocketEvents {
+  message(text: string): void;
+  close(code: number, reason: string): void;
+}
+
+/** Opens a socket to `url`; resolves when it is open, rejects with `SocketOpenFailed` when it cannot be. */
+export type Transport = (url: string, events: SocketEvents, options: { token?: string | undefined }) => Promise<Socket>;
+
+/**
+ * A WebSocket class with the browser's API: the browser's own `WebSocket`, or `ws`'s.
+ * A third constructor argument with `headers` is used when present (the `ws` package).
+ */
+export type WebSocketConstructor = new (
+  url: string,
+  protocols?: string | string[],
+  options?: { headers?: Record<string, string> },
+) => object;
+
+/** The socket could not be opened (`closeCode` is 1006 when there was no close frame). */
+export class SocketOpenFailed extends GraphwireError {
+  constructor(
+    readonly url: string,
+    readonly closeCode: number,
+    readonly reason: string,
+  ) {
+    super(`could not open ${url} (close code ${closeCode}${reason ? `: ${reason}` : ""})`);
+  }
+}
+
+// The members of a browser-style WebSocket the transport touches.
+interface BrowserStyleSocket {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+}
+
+const CLOSED = 3;
+const CLOSE_WAIT_MS = 1000;
+
+async function defaultConstructor(): Promise<{ ctor: WebSocketConstructor; headers: boolean }> {
+  const native = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  if (native !== undefined) {
+    return { ctor: native, headers: false };
+  }
+  const ws = await import("ws");
+  return { ctor: ws.default as unknown as WebSocketConstructor, headers: true };
+}
+
+/**
+ * The default transport, over `WebSocketClass` or else the host's `WebSocket` or `ws`.
+ * The token travels as an `Authorization: Bearer` header where the WebSocket class can
+ * send headers (`ws`), else as the `bearer.<token>` subprotocol (browsers cannot set
+ * headers on a WebSocket).
+ */
+export function webSocketTransport(WebSocketClass?: WebSocketConstructor): Transport {
+  return async (url, events, options) => {
+    const native = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    // A class other than the host's own (e.g. `ws` passed explicitly) is asked for headers.
+    const chosen =
+      WebSocketClass !== undefined
+        ? { ctor: WebSocketClass, headers: WebSocketClass !== native }
+        : await defaultConstructor();
+    const token = options.token;
+    let raw: object;
+    if (token === undefined) {
+      raw = new chosen.ctor(url);
+    } else if (chosen.headers) {
+      raw = new chosen.ctor(url, [], { headers: { Authorization: `Bearer ${token}` } });
+    } else {
+      raw = new chosen.ctor(url, [`bearer.${token}`]);
+    }
+    const socket = raw as BrowserStyleSocket;
+    let closed: () => void = () => {};
+    const whenClosed = new Promise<void>((resolve) => {
+      closed = resolve;
+    });
+    return new Promise<Socket>((resolve, reject) => {
+      let open = false;
+      socket.onerror = () => {}; // the close event that follows carries the outcome
+      socket.onopen = () => {
+        open = true;
+        resolve({
+          send: (text) => socket.send(text),
+          close: async (code, reason) => {
+            if (socket.readyState !== CLOSED) {
+              socket.close(code, reason);
+              let timer: ReturnType<typeof setTimeout> | undefined;
+              await Promise.race([whenClosed, new Promise((r) => (timer = setTimeout(r, CLOSE_WAIT_MS)))]);
+              clearTimeout(timer);
+            }
+          },
+        });
+      };
+      socket.onmessage = (event) => {
+        events.message(typeof event.data === "string" ? event.data : "");
+      };
+      socket.onclose = (event) => {
+        closed();
+        if (open) {
+          events.close(event.code, event.reason);
+        } else {
+          reject(new SocketOpenFailed(url, event.code, event.reason));
+        }
+      };
+    });
+  };
+}

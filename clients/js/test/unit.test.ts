@@ -1,0 +1,388 @@
+/**
+ * The sans-I/O parts with no server: frame decoding, the core's reply matching, seq
+ * tracking, gap repair and resume plan, backoff, and the client over a fake transport.
+ */
+
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
+import {
+  ClientCore,
+  CommandInterrupted,
+  ConnectionRejected,
+  ERROR_CODE_VALUES,
+  type Gap,
+  GraphwireClient,
+  InputRejected,
+  InvalidFrame,
+  type RunEvent,
+  RunState,
+  type ServerEvent,
+  ServerError,
+  SocketOpenFailed,
+  type SocketEvents,
+  type StateChange,
+  type Transport,
+  UnknownWorkflow,
+  type WorkflowCommand,
+  WorkflowFailed,
+  backoffDelay,
+  decodeFrame,
+  errorFromFrame,
+} from "@graphwire/client";
+
+const T = "2026-11-25T12:00:00.000000+00:00";
+const WID = "run_1";
+
+function event(seq: number, type = "progress"): RunEvent {
+  if (type === "workflow_completed") {
+    return { type, workflow_id: WID, seq, timestamp: T, result: { n: seq } };
+  }
+  return { type: "progress", workflow_id: WID, seq, timestamp: T, node_id: "n", percent: 50, current: 1, total: 2 };
+}
+
+function coreWithSink() {
+  const sent: WorkflowCommand[] = [];
+  const messages: ServerEvent[] = [];
+  const gaps: Gap[] = [];
+  const core = new ClientCore({
+    send: (frame) => sent.push(frame),
+    message: (message) => messages.push(message),
+    gap: (gap) => gaps.push(gap),
+  });
+  core.connected = true;
+  return { core, sent, messages, gaps };
+}
+
+/** Lets queued promise callbacks run. */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+describe("decodeFrame", () => {
+  it("unpacks a batch in order", () => {
+    const batch = { type: "batch", messages: [event(3), event(4)] };
+    assert.deepEqual(
+      decodeFrame(JSON.stringify(batch)).map((m) => ("seq" in m ? m.seq : 0)),
+      [3, 4],
+    );
+  });
+
+  it("refuses text that is not a message", () => {
+    assert.throws(() => decodeFrame("{nope"), InvalidFrame);
+    assert.throws(() => decodeFrame("[1, 2]"), InvalidFrame);
+    assert.throws(() => decodeFrame('{"no_type": 1}'), InvalidFrame);
+  });
+
+  it("reports the validator's problems", () => {
+    assert.throws(
+      () => decodeFrame(JSON.stringify(event(1)), () => ["/percent must be <= 100"]),
+      (error: unknown) => error instanceof InvalidFrame && error.errors[0] === "/percent must be <= 100",
+    );
+  });
+});
+
+describe("errorFromFrame", () => {
+  it("names a ServerError subclass for every code an error frame can carry", () => {
+    const runOnly = new Set(["input_timeout", "node_error"]); // only in workflow_failed
+    for (const code of ERROR_CODE_VALUES) {
+      const error = errorFromFrame({ type: "error", code, message: "m" });
+      assert.ok(error instanceof ServerError);
+      assert.equal(error.code, code);
+      assert.equal(error.constructor === ServerError, runOnly.has(code), code);
+    }
+  });
+});
+
+describe("backoffDelay", () => {
+  it("is full jitter under an exponential, capped ceiling", () => {
+    const policy = { baseDelayMs: 100, maxDelayMs: 1000 };
+    assert.equal(
+      backoffDelay(0, policy, () => 0.999999),
+      99.9999,
+    );
+    assert.equal(
+      backoffDelay(3, policy, () => 0.5),
+      400,
+    );
+    assert.equal(
+      backoffDelay(10, policy, () => 0.5),
+      500,
+    );
+    assert.equal(
+      backoffDelay(5000, policy, () => 0.5),
+      500,
+    );
+    assert.equal(
+      backoffDelay(2, policy, () => 0),
+      0,
+    );
+    assert.throws(() => backoffDelay(-1, policy), RangeError);
+  });
+});
+
+describe("RunState", () => {
+  it("appends the next seq, drops repeats, reports gaps", () => {
+    const state = new RunState(WID);
+    assert.equal(state.accept(event(1)), "new");
+    assert.equal(state.accept(event(1)), "duplicate");
+    assert.equal(state.accept(event(3)), "gap");
+    assert.equal(state.accept(event(2)), "new");
+    assert.equal(state.accept(event(3, "workflow_completed")), "new");
+    assert.deepEqual(
+      state.events.map((e) => e.seq),
+      [1, 2, 3],
+    );
+    assert.equal(state.status, "completed");
+  });
+
+  it("finishes from the snapshot when attached after the last event", () => {
+    const state = new RunState(WID, 9);
+    state.applySubscribed({
+      type: "subscribed",
+      topics: [],
+      workflow_id: WID,
+      since_seq: 9,
+      snapshot: {
+        workflow_id: WID,
+        workflow: "boom",
+        status: "failed",
+        last_seq: 9,
+        pending_inputs: [],
+        error: { code: "node_error", message: "ValueError: kaput" },
+      },
+    });
+    assert.equal(state.outcome?.status, "failed");
+    assert.ok(state.outcome?.status === "failed" && state.outcome.error instanceof WorkflowFailed);
+  });
+});
+
+describe("ClientCore", () => {
+  it("matches answers by reply_to and maps error codes to classes", async () => {
+    const { core, sent } = coreWithSink();
+    const ping = core.command({ type: "ping" });
+    const start = core.command({ type: "start_workflow", workflow: "nope" });
+    assert.deepEqual(sent, [
+      { type: "ping", id: ping.id },
+      { type: "start_workflow", workflow: "nope", id: start.id },
+    ]);
+    core.receive({ type: "error", code: "unknown_workflow", message: "no workflow 'nope'", reply_to: start.id });
+    core.receive({ type: "pong", reply_to: ping.id, timestamp: T });
+    assert.equal((await ping.reply).type, "pong");
+    await assert.rejects(start.reply, UnknownWorkflow);
+    assert.equal(core.pendingCount, 0);
+  });
+
+  it("emits each run event once and repairs a gap by re-reading the log", () => {
+    const { core, sent, messages } = coreWithSink();
+    const start = core.command({ type: "start_workflow", workflow: "w", idempotency_key: "k" });
+    core.receive({
+      type: "workflow_started",
+      workflow_id: WID,
+      seq: 1,
+      workflow: "w",
+      timestamp: T,
+      reply_to: start.id,
+    });
+    core.receive(event(2));
+    core.receive(event(2));
+    core.receive(event(5)); // 3 and 4 went missing
+    assert.deepEqual(
+      messages.map((m) => ("seq" in m ? m.seq : m.type)),
+      [1, 2],
+    );
+    const [unsubscribe, subscribe] = sent.slice(1);
+    assert.equal(unsubscribe?.type, "unsubscribe");
+    assert.ok(subscribe?.type === "subscribe" && subscribe.since_seq === 2 && subscribe.workflow_id === WID);
+    core.receive({ type: "subscribed", topics: [], workflow_id: WID, since_seq: 2, reply_to: subscribe.id });
+    for (const seq of [3, 4, 5]) {
+      core.receive(event(seq));
+    }
+    assert.deepEqual(
+      core.runs.get(WID)?.events.map((e) => e.seq),
+      [1, 2, 3, 4, 5],
+    );
+  });
+
+  it("reports seqs a truncated log can no longer give", () => {
+    const { core, gaps } = coreWithSink();
+    core.track(WID, 2);
+    core.receive({ type: "subscribed", topics: [], workflow_id: WID, since_seq: 2, first_seq: 6, log_truncated: true });
+    assert.deepEqual(gaps, [{ workflowId: WID, fromSeq: 3, toSeq: 5 }]);
+    core.receive(event(6));
+    assert.equal(core.runs.get(WID)?.lastSeq, 6);
+  });
+
+  it("after a drop, resends what is safe, fails what is not, and resumes open runs", async () => {
+    const { core, sent } = coreWithSink();
+    core.groups.add("admins");
+    const run = core.track(WID, 0);
+    run.accept(event(1));
+    run.accept(event(2));
+    const answer = core.command({ type: "node_input", workflow_id: WID, node_id: "n", data: { value: "yes" } });
+    const start = core.command({ type: "start_workflow", workflow: "w", idempotency_key: "k" });
+    sent.length = 0;
+    core.lost();
+    await assert.rejects(answer.reply, CommandInterrupted);
+    const queued = core.command({ type: "ping" });
+    assert.equal(sent.length, 0, "nothing is written while disconnected");
+    core.resume();
+    assert.deepEqual(
+      sent.map((frame) => frame.type),
+      ["join_group", "subscribe", "start_workflow", "ping"],
+    );
+    const resume = sent[1];
+    assert.ok(resume?.type === "subscribe" && resume.since_seq === 2);
+    assert.ok(sent[2]?.type === "start_workflow" && sent[2].id === start.id && sent[2].idempotency_key === "k");
+    assert.equal(sent[3]?.id, queued.id);
+  });
+
+  it("fails a run the server forgot when resuming", async () => {
+    const { core, sent } = coreWithSink();
+    const state = core.track(WID, 0);
+    state.accept(event(1));
+    core.lost();
+    core.resume();
+    const subscribe = sent.at(-1);
+    core.receive({ type: "error", code: "unknown_run", message: "no run", reply_to: subscribe?.id });
+    await settle();
+    assert.equal(state.outcome?.status, "lost");
+  });
+});
+
+/** A transport whose socket the test drives: it greets at once, records what the client writes. */
+function fakeTransport() {
+  const sent: WorkflowCommand[] = [];
+  const sockets: SocketEvents[] = [];
+  const transport: Transport = async (_url, events) => {
+    sockets.push(events);
+    setImmediate(() =>
+      events.message(
+        JSON.stringify({
+          type: "connected",
+          client_id: `cl_${sockets.length}`,
+          protocol_version: "1",
+          max_message_size: 1024,
+        }),
+      ),
+    );
+    return { send: (text) => sent.push(JSON.parse(text) as WorkflowCommand), close: async () => {} };
+  };
+  return {
+    transport,
+    sent,
+    push: (frame: object) => sockets.at(-1)?.message(JSON.stringify(frame)),
+    drop: (code: number) => sockets.at(-1)?.close(code, "test"),
+  };
+}
+
+describe("GraphwireClient over a fake transport", () => {
+  it("validates inbound frames when asked and drops invalid ones", async () => {
+    const fake = fakeTransport();
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", { transport: fake.transport, validate: true });
+    const invalid: InvalidFrame[] = [];
+    client.on("invalid_frame", (error) => invalid.push(error));
+    await client.connect();
+    const pong = client.ping();
+    await settle();
+    const id = fake.sent[0]?.id;
+    fake.push({ type: "pong", reply_to: id, timestamp: "yesterday" }); // not a date-time
+    fake.push({ type: "pong", reply_to: id, timestamp: T, extra: true }); // closed schema
+    fake.push({ type: "pong", reply_to: id, timestamp: T });
+    assert.equal((await pong).timestamp, T);
+    assert.equal(invalid.length, 2);
+    assert.match(invalid[0]?.message ?? "", /date-time/);
+    await client.close();
+  });
+
+  it("refuses a command larger than the server's max_message_size", async () => {
+    const fake = fakeTransport();
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", { transport: fake.transport });
+    await client.connect();
+    await assert.rejects(client.startWorkflow("chat", { message: "x".repeat(2000) }), /max_message_size/);
+    await client.close();
+  });
+
+  it("treats close 4001 as final: no reconnect, runs fail with ConnectionRejected", async () => {
+    const fake = fakeTransport();
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", { transport: fake.transport });
+    const states: StateChange[] = [];
+    client.on("state", (change) => states.push(change));
+    await client.connect();
+    const attach = client.attach(WID);
+    await settle();
+    fake.push({ type: "subscribed", topics: [], workflow_id: WID, since_seq: 0, reply_to: fake.sent[0]?.id });
+    const run = await attach;
+    const answer = run.respond("req_1", { value: "yes" }, { nodeId: "approve" });
+    const ping = client.ping();
+    fake.drop(4001);
+    // An answer may have been applied before the drop; a ping is simply lost with the client.
+    await assert.rejects(answer, CommandInterrupted);
+    await assert.rejects(ping, (error: unknown) => error instanceof ConnectionRejected && error.closeCode === 4001);
+    await assert.rejects(run.result(), ConnectionRejected);
+    assert.deepEqual(
+      states.map((s) => s.newState),
+      ["connecting", "connected", "disconnected"],
+    );
+    assert.ok(states.at(-1)?.error instanceof ConnectionRejected);
+    await client.close();
+  });
+
+  it("maps refused answers to InputRejected", async () => {
+    const fake = fakeTransport();
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", { transport: fake.transport });
+    await client.connect();
+    const answer = client.commands.nodeInput({ workflow_id: WID, node_id: "n", data: { value: "yes" } });
+    await settle();
+    fake.push({ type: "error", code: "input_already_answered", message: "answered", reply_to: fake.sent[0]?.id });
+    await assert.rejects(
+      answer,
+      (error: unknown) => error instanceof InputRejected && error.code === "input_already_answered",
+    );
+    await client.close();
+  });
+});
+
+describe("the default transport", () => {
+  /** A WebSocket class that records how it was built and fails to open. */
+  function recordingWebSocket(calls: unknown[][]) {
+    return class {
+      readyState = 0;
+      onopen: (() => void) | null = null;
+      onmessage: ((event: { data: unknown }) => void) | null = null;
+      onerror: (() => void) | null = null;
+      onclose: ((event: { code: number; reason: string }) => void) | null = null;
+      constructor(...args: unknown[]) {
+        calls.push(args);
+        setImmediate(() => this.onclose?.({ code: 1006, reason: "" }));
+      }
+      send(): void {}
+      close(): void {}
+    };
+  }
+
+  it("sends the token as a Bearer header with a WebSocket class that takes headers", async () => {
+    const calls: unknown[][] = [];
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow?x=1", {
+      token: "t0k",
+      batch: false,
+      WebSocket: recordingWebSocket(calls),
+      reconnect: false,
+    });
+    await assert.rejects(
+      client.connect(),
+      (error: unknown) => error instanceof SocketOpenFailed && error.closeCode === 1006,
+    );
+    assert.equal(client.state, "disconnected");
+    assert.deepEqual(calls, [
+      ["ws://gateway.test/ws/workflow?x=1&batch=0", [], { headers: { Authorization: "Bearer t0k" } }],
+    ]);
+    await client.close();
+  });
+
+  it("sends nothing extra without a token", async () => {
+    const calls: unknown[][] = [];
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", { WebSocket: recordingWebSocket(calls) });
+    await assert.rejects(client.connect(), SocketOpenFailed);
+    assert.deepEqual(calls, [["ws://gateway.test/ws/workflow"]]);
+    await client.close();
+  });
+});

@@ -1,0 +1,519 @@
+"""``GraphwireClient``: the asyncio client, a thin I/O adapter around the sans-I/O ``ClientCore``.
+
+One task keeps the connection: connect, wait for ``connected``, write what the core
+queued (resubscribes first), then read frames into the core until the socket ends; on
+a drop it reconnects after a full-jitter backoff, and gives up after
+``ReconnectPolicy.max_attempts`` failed attempts in a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar, overload
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import BaseModel
+
+from graphwire_client._backoff import ReconnectPolicy
+from graphwire_client._core import ClientCore, PendingCommand, Received, RunState
+from graphwire_client._generated.commands import Commands
+from graphwire_client._generated.events import SERVER_EVENT_TYPES, EventHandlers, ServerEvent, Unregister
+from graphwire_client._generated.messages import (
+    CloseCode,
+    Connected,
+    StartWorkflow,
+    Subscribe,
+    Subscribed,
+    SystemAlert,
+    TopicMessage,
+    WorkflowStarted,
+)
+from graphwire_client._generated.typed_workflows import TypedStartWorkflow, Workflows
+from graphwire_client._run import Run
+from graphwire_client._state import ConnectionState, StateChange
+from graphwire_client._subscription import Subscription
+from graphwire_client._transport import Socket, Transport, TransportClosed, WebSocketTransport
+from graphwire_client._workflow import ParamsInput
+from graphwire_client.exceptions import (
+    ClientClosed,
+    ConnectionLost,
+    ConnectionRejected,
+    GraphwireError,
+)
+
+__all__ = ["DEFAULT_URL", "GraphwireClient"]
+
+log = logging.getLogger("graphwire_client")
+
+DEFAULT_URL = "ws://127.0.0.1:8000/ws/workflow"
+# Close codes that another attempt cannot fix: bad token, missing scope, origin refused,
+# a frame above the limit (the same frame would be sent again).
+_NO_RETRY = frozenset(
+    {CloseCode.unauthorized, CloseCode.forbidden, CloseCode.policy_violation, CloseCode.message_too_big}
+)
+
+R = TypeVar("R")
+ReplyT = TypeVar("ReplyT", bound=BaseModel)
+ModelT = TypeVar("ModelT", bound=BaseModel)
+Handler = Callable[[Any], Awaitable[None] | None]
+
+
+def _as_dict(result: dict[str, Any]) -> dict[str, Any]:
+    return result
+
+
+class GraphwireClient(EventHandlers, TypedStartWorkflow):
+    """A connection to a graphwire gateway's ``/ws/workflow`` that survives drops.
+
+    Use it as an async context manager::
+
+        async with GraphwireClient("ws://127.0.0.1:8000/ws/workflow") as client:
+            run = await client.start_workflow("data_processing", {"data": [1, 2, 3]})
+            async for event in run:
+                print(event.type, event.seq)
+            print(await run.result())
+
+    ``token`` is sent as ``Authorization: Bearer <token>``. ``reconnect`` sets the
+    backoff and how many failed attempts in a row end the client (``ConnectionLost``).
+    ``batch=False`` asks the server for one frame per message (``?batch=0``); batches are
+    unpacked either way. ``transport`` replaces the ``websockets`` client (tests).
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        reconnect: ReconnectPolicy | None = None,
+        open_timeout: float = 10.0,
+        batch: bool = True,
+        headers: Mapping[str, str] | None = None,
+        transport: Transport | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.url = url
+        self._connect_url = url if batch else _with_query(url, batch="0")
+        self._headers = dict(headers or {})
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._policy = reconnect or ReconnectPolicy()
+        self._open_timeout = open_timeout
+        self._transport: Transport = transport or WebSocketTransport()
+        self._rand = rand
+        self._core = ClientCore()
+        self.commands = Commands(self._send_command)
+        """Every command of the spec as a typed method returning the server's direct answer."""
+        self.workflows = Workflows(self)
+        """The spec's workflows as typed handles: ``client.workflows.chat.start(message="hi")``."""
+        self._state = ConnectionState.disconnected
+        self._handlers: dict[str, list[Handler]] = {}
+        self._handler_tasks: set[asyncio.Future[Any]] = set()
+        self._futures: dict[str, asyncio.Future[PendingCommand]] = {}
+        self._wakers: weakref.WeakKeyDictionary[RunState, asyncio.Event] = weakref.WeakKeyDictionary()
+        self._topic_subs: dict[str, list[Subscription[TopicMessage]]] = {}
+        self._group_subs: dict[str, list[Subscription[SystemAlert]]] = {}
+        self._socket: Socket | None = None
+        self._send_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._terminal: GraphwireError | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<GraphwireClient {self.url} {self._state.value}>"
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        """``disconnected``, ``connecting`` or ``connected``; changes are ``on("state", ...)`` events."""
+        return self._state
+
+    @property
+    def client_id(self) -> str | None:
+        """The id the server gave this connection (a new one after each reconnect)."""
+        hello = self._core.connected
+        return hello.client_id if hello is not None else None
+
+    @property
+    def server_info(self) -> Connected | None:
+        """The current connection's ``connected`` greeting (protocol version, limits)."""
+        return self._core.connected
+
+    async def connect(self) -> None:
+        """Connect, retrying per the ``ReconnectPolicy``; returns once the server greeted us.
+
+        Raises ``ConnectionLost`` after ``max_attempts`` failed attempts, or
+        ``ConnectionRejected`` when the server refuses the client for good (4001, 4003…).
+        """
+        if self._closed:
+            raise ClientClosed("this client was closed; create a new one")
+        if self._task is not None:
+            return
+        self._ready = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._maintain(), name=f"graphwire-client {self.url}")
+        try:
+            await asyncio.shield(self._ready)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close the connection; pending commands and open runs raise ``ClientClosed``."""
+        if self._closed:
+            return
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(ClientClosed("the client was closed while connecting"))
+            self._ready.exception()  # retrieved: connect() re-raises it itself
+        self._dispatch(self._core.fail_all(ClientClosed("the client was closed")))
+        for sub in self._subscriptions():
+            sub._closed = True
+            sub._wakeup.set()
+        self._set_state(ConnectionState.disconnected)
+        # A handler may be the one closing the client: it is not waited for.
+        tasks = [t for t in self._handler_tasks if t is not asyncio.current_task()]
+        for handler_task in tasks:
+            handler_task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> GraphwireClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # --- the high-level API ------------------------------------------------------------
+
+    async def _start_run(
+        self,
+        workflow: str,
+        params: ParamsInput,
+        parse_result: Callable[[dict[str, Any]], R],
+        idempotency_key: str | None,
+    ) -> Run[R]:
+        if isinstance(params, BaseModel):
+            payload = params.model_dump(mode="json", exclude_unset=True)
+        else:
+            payload = dict(params or {})
+        message = StartWorkflow(
+            type="start_workflow", workflow=workflow, params=payload, idempotency_key=idempotency_key
+        )
+        pending = await self._request(message, WorkflowStarted)
+        assert pending.run is not None
+        return Run(self, pending.run, parse_result)
+
+    @overload
+    async def attach(self, workflow_id: str, since_seq: int = 0) -> Run[dict[str, Any]]: ...
+
+    @overload
+    async def attach(self, workflow_id: str, since_seq: int = 0, *, result_type: type[ModelT]) -> Run[ModelT]: ...
+
+    async def attach(
+        self, workflow_id: str, since_seq: int = 0, *, result_type: type[BaseModel] | None = None
+    ) -> Run[Any]:
+        """Follow a run started elsewhere: its events after ``since_seq`` (0: all), then live ones.
+
+        Returns once the server answered ``subscribed`` (``run.snapshot``,
+        ``run.pending_inputs``). ``result_type`` types ``await run.result()`` (e.g.
+        ``ApprovalResult``); without it the result is a ``dict``. Raises ``UnknownRun``.
+        If this client already follows the run, returns it (from the events it has).
+        """
+        parse: Callable[[dict[str, Any]], Any] = result_type.model_validate if result_type else _as_dict
+        existing = self._core.runs.get(workflow_id)
+        if existing is not None:
+            return Run(self, existing, parse)
+        message = Subscribe(type="subscribe", workflow_id=workflow_id, since_seq=since_seq)
+        pending = await self._request(message, Subscribed)
+        assert pending.run is not None
+        return Run(self, pending.run, parse)
+
+    async def subscribe(self, *topics: str, buffer: int = 1000) -> Subscription[TopicMessage]:
+        """Receive ``topic_message``s published on ``topics`` (``POST /api/publish``).
+
+        Returns once the server answered ``subscribed``; renewed after every reconnect.
+        ``await subscription.close()`` unsubscribes.
+        """
+        if not topics:
+            raise ValueError("subscribe() needs at least one topic")
+        names = frozenset(topics)
+        sub: Subscription[TopicMessage] = Subscription(names, lambda: self._close_topics(sub), buffer)
+        for topic in names:
+            self._topic_subs.setdefault(topic, []).append(sub)
+        try:
+            await self.commands.subscribe(topics=sorted(names))
+        except BaseException:
+            self._drop_sub(self._topic_subs, sub)
+            raise
+        return sub
+
+    async def join_group(self, group: str, *, buffer: int = 1000) -> Subscription[SystemAlert]:
+        """Join ``group`` and receive its ``system_alert`` broadcasts; rejoined after every reconnect.
+
+        ``await subscription.close()`` leaves the group.
+        """
+        sub: Subscription[SystemAlert] = Subscription(frozenset({group}), lambda: self._close_group(sub), buffer)
+        self._group_subs.setdefault(group, []).append(sub)
+        try:
+            await self.commands.join_group(group)
+        except BaseException:
+            self._drop_sub(self._group_subs, sub)
+            raise
+        return sub
+
+    async def ping(self) -> float:
+        """Round trip to the server and back (``ping`` → ``pong``), in seconds."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await self.commands.ping()
+        return loop.time() - started
+
+    # --- subscriptions -----------------------------------------------------------------
+
+    @staticmethod
+    def _drop_sub(table: dict[str, list[Subscription[Any]]], sub: Subscription[Any]) -> list[str]:
+        """Remove ``sub``; returns the names nobody else subscribes to any more."""
+        orphaned = []
+        for name in sub.names:
+            subs = table.get(name, [])
+            if sub in subs:
+                subs.remove(sub)
+            if not subs:
+                table.pop(name, None)
+                orphaned.append(name)
+        return sorted(orphaned)
+
+    def _subscriptions(self) -> list[Subscription[Any]]:
+        subs: list[Subscription[Any]] = []
+        for topic_subs in self._topic_subs.values():
+            subs.extend(topic_subs)
+        for group_subs in self._group_subs.values():
+            subs.extend(group_subs)
+        return subs
+
+    async def _close_topics(self, sub: Subscription[TopicMessage]) -> None:
+        orphaned = self._drop_sub(self._topic_subs, sub)
+        if orphaned and self._usable():
+            await self.commands.unsubscribe(topics=orphaned)
+
+    async def _close_group(self, sub: Subscription[SystemAlert]) -> None:
+        orphaned = self._drop_sub(self._group_subs, sub)
+        if orphaned and self._usable():
+            await self.commands.leave_group(orphaned[0])
+
+    # --- events ------------------------------------------------------------------------
+
+    def _add_handler(self, event: str, handler: Handler) -> Unregister:
+        if event not in SERVER_EVENT_TYPES and event not in ("state", "*"):
+            known = ", ".join(sorted(SERVER_EVENT_TYPES))
+            raise ValueError(f"unknown event type {event!r}; expected 'state', '*' or one of {known}")
+        handlers = self._handlers.setdefault(event, [])
+        handlers.append(handler)
+
+        def unregister() -> None:
+            if handler in handlers:
+                handlers.remove(handler)
+
+        return unregister
+
+    def _emit(self, event: str, payload: object) -> None:
+        for handler in list(self._handlers.get(event, ())):
+            try:
+                result = handler(payload)
+            except Exception:
+                log.exception("an on(%r) handler raised", event)
+                continue
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._handler_tasks.add(task)
+                task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Future[Any]) -> None:
+        self._handler_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("an on(...) handler raised", exc_info=task.exception())
+
+    def _set_state(self, new: ConnectionState, attempt: int = 0, error: BaseException | None = None) -> None:
+        old = self._state
+        if new is old:
+            return
+        self._state = new
+        self._emit("state", StateChange(old, new, attempt, error))
+
+    def _deliver(self, message: ServerEvent) -> None:
+        if isinstance(message, TopicMessage):
+            for topic_sub in list(self._topic_subs.get(message.topic, ())):
+                topic_sub._push(message)
+        elif isinstance(message, SystemAlert):
+            for group_sub in list(self._group_subs.get(message.group, ())):
+                group_sub._push(message)
+        self._emit(message.type, message)
+        self._emit("*", message)
+
+    def _dispatch(self, received: Received) -> None:
+        for pending in received.settled:
+            future = self._futures.pop(pending.id, None)
+            if future is None or future.done():
+                continue
+            if pending.error is not None:
+                future.set_exception(pending.error)
+            else:
+                future.set_result(pending)
+        for run in received.changed:
+            waker = self._wakers.pop(run, None)
+            if waker is not None:
+                waker.set()
+        for delivery in received.deliveries:
+            self._deliver(delivery.message)
+
+    async def _wait_run(self, state: RunState) -> None:
+        waker = self._wakers.get(state)
+        if waker is None:
+            waker = self._wakers[state] = asyncio.Event()
+        await waker.wait()
+
+    # --- commands ----------------------------------------------------------------------
+
+    def _usable(self) -> bool:
+        return self._task is not None and not self._closed and self._terminal is None
+
+    async def _request(self, message: BaseModel, reply: type[BaseModel]) -> PendingCommand:
+        """Queue a command, write it when connected, and wait for its answer (across reconnects)."""
+        if self._terminal is not None:
+            raise self._terminal
+        if self._closed or self._task is None:
+            raise ClientClosed("the client is not connected; use `async with GraphwireClient(...)` or connect()")
+        pending = self._core.command(message, reply)
+        future: asyncio.Future[PendingCommand] = asyncio.get_running_loop().create_future()
+        self._futures[pending.id] = future
+        try:
+            await self._flush()
+            return await future
+        except asyncio.CancelledError:
+            self._core.forget(pending)
+            raise
+        finally:
+            self._futures.pop(pending.id, None)
+
+    async def _send_command(self, message: BaseModel, reply: type[ReplyT]) -> ReplyT:
+        pending = await self._request(message, reply)
+        answer = pending.reply
+        if not isinstance(answer, reply):  # pragma: no cover - the server answered with another type
+            raise GraphwireError(f"expected {reply.__name__} in answer to {pending.message_type}, got {answer!r}")
+        return answer
+
+    async def _flush(self) -> None:
+        """Write every command the core has queued, in order (one writer at a time)."""
+        async with self._send_lock:
+            socket = self._socket
+            if socket is None:
+                return
+            to_send, refused = self._core.take_outgoing()
+            if refused:
+                self._dispatch(Received(settled=refused))
+            for _pending, frame in to_send:
+                try:
+                    await socket.send(frame)
+                except Exception as exc:  # the reader sees the drop; these go again after reconnecting
+                    log.debug("send failed: %s", exc)
+                    return
+
+    # --- the connection task -----------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        failures = 0
+        first = True
+        error: BaseException | None = None
+        while True:
+            if not first:
+                await asyncio.sleep(self._policy.delay(failures, self._rand))
+            first = False
+            self._set_state(ConnectionState.connecting, failures, error)
+            greeted = False
+            try:
+                socket = await self._transport.connect(
+                    self._connect_url, headers=self._headers, open_timeout=self._open_timeout
+                )
+                try:
+                    hello = await asyncio.wait_for(self._greeting(socket), self._open_timeout)
+                    greeted = True
+                    failures = 0
+                    self._online(socket, hello)
+                    await self._flush()
+                    await self._read(socket)
+                finally:
+                    self._offline()
+                    await socket.close()
+            except TransportClosed as exc:
+                error = exc
+                if exc.code in _NO_RETRY:
+                    self._give_up(ConnectionRejected(exc.code or 0, exc.reason), exc)
+                    return
+                log.info("connection to %s closed: %s", self.url, exc)
+            except Exception as exc:
+                error = exc
+                log.info("connection to %s failed: %r", self.url, exc)
+            if not greeted:
+                failures += 1
+                if failures >= self._policy.max_attempts:
+                    lost = ConnectionLost(f"could not connect to {self.url} after {failures} attempts", failures)
+                    self._give_up(lost, error)
+                    return
+
+    async def _greeting(self, socket: Socket) -> Connected:
+        while True:
+            received = self._core.receive_text(await socket.recv())
+            self._dispatch(received)
+            for delivery in received.deliveries:
+                if isinstance(delivery.message, Connected):
+                    return delivery.message
+
+    async def _read(self, socket: Socket) -> None:
+        while True:
+            text = await socket.recv()
+            self._dispatch(self._core.receive_text(text))
+            await self._flush()
+
+    def _online(self, socket: Socket, hello: Connected) -> None:
+        self._socket = socket
+        self._core.connection_made(hello)
+        self._set_state(ConnectionState.connected)
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+
+    def _offline(self) -> None:
+        self._socket = None
+        self._core.connection_lost()
+
+    def _give_up(self, error: GraphwireError, cause: BaseException | None) -> None:
+        error.__cause__ = cause
+        self._terminal = error
+        log.warning("giving up on %s: %s", self.url, error)
+        self._dispatch(self._core.fail_all(error))
+        for sub in self._subscriptions():
+            sub._fail(error)
+        self._set_state(ConnectionState.disconnected, error=error)
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(error)
+
+
+def _with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update(params)
+    return urlunsplit(parts._replace(query=urlencode(query)))

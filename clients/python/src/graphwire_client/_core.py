@@ -1,0 +1,505 @@
+"""The sans-I/O core of the client: frames in, routed messages and commands out.
+
+No sockets, no event loop (the style of python-websockets' ``protocol.py``): the asyncio
+client (``_client.py``) feeds it text frames and connection events and puts its
+outgoing commands on the wire; the tests drive it directly. It does
+
+- **parse**: one text frame → its messages, a ``batch`` unpacked in order;
+- **route by type**: an answer (``reply_to``) settles the pending command with that ``id``,
+  a run event goes to its run, everything is handed back for ``on(...)`` handlers;
+- **seq tracking**: each run keeps its last ``seq``; a repeat is dropped and a gap makes
+  the core resubscribe from the last seq (``unsubscribe`` + ``subscribe {since_seq}``),
+  so every event is delivered exactly once, in order;
+- **resume state**: after a reconnect, ``connection_made`` queues ``subscribe
+  {workflow_id, since_seq}`` for every open run, the topics and groups, then re-sends
+  every command that was not answered. Commands are safe to repeat: ``start_workflow``
+  always carries an ``idempotency_key``, and a repeated ``node_input`` or
+  ``cancel_workflow`` whose first copy did land is recognised and counted as done.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import uuid
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from graphwire_client._generated.events import RUN_EVENT_TYPES, SERVER_EVENT_TYPES, RunEvent, ServerEvent
+from graphwire_client._generated.messages import (
+    Ack,
+    CancelWorkflow,
+    Command,
+    Connected,
+    Error,
+    ErrorCode,
+    InputAnswered,
+    InputRequest,
+    JoinGroup,
+    LeaveGroup,
+    NodeInput,
+    PendingInput,
+    RunSnapshot,
+    RunStatus,
+    StartWorkflow,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowStarted,
+)
+from graphwire_client.exceptions import BadRequest, GraphwireError, RunLost, error_from_frame
+
+__all__ = ["TERMINAL_TYPES", "ClientCore", "Delivery", "PendingCommand", "Received", "RunState"]
+
+log = logging.getLogger("graphwire_client")
+
+TERMINAL_TYPES = frozenset({"workflow_completed", "workflow_failed", "workflow_cancelled"})
+_FINISHED = frozenset({RunStatus.completed, RunStatus.failed, RunStatus.cancelled})
+# Resubscribes in a row that brought no new event before a run is declared lost.
+MAX_RESYNCS = 3
+
+TerminalEvent = WorkflowCompleted | WorkflowFailed | WorkflowCancelled
+
+
+@dataclass(eq=False)
+class PendingCommand:
+    """A command waiting for its direct answer (the frame whose ``reply_to`` is ``id``)."""
+
+    id: str
+    message: BaseModel
+    reply_type: type[BaseModel]
+    internal: bool = False
+    """Sent by the core itself (a resubscribe); nobody awaits it."""
+    sent: bool = False
+    """On the current connection's wire."""
+    attempts: int = 0
+    """How many times it was put on a wire; above 1 it is a repeat after a reconnect."""
+    reply: BaseModel | None = None
+    error: GraphwireError | None = None
+    caller_key: bool = False
+    """A ``start_workflow`` whose caller chose the ``idempotency_key`` (it may name an existing run)."""
+
+    @property
+    def done(self) -> bool:
+        return self.reply is not None or self.error is not None
+
+    run: RunState | None = None
+    """The run a ``start_workflow`` or run ``subscribe`` follows (kept alive until the caller has it)."""
+
+    @property
+    def frame(self) -> str:
+        return self.message.model_dump_json(exclude_none=True)
+
+    @property
+    def message_type(self) -> str:
+        return str(getattr(self.message, "type", type(self.message).__name__))
+
+
+@dataclass(eq=False)
+class RunState:
+    """What the client knows of one run: its events so far, open inputs, how it ended."""
+
+    workflow_id: str
+    workflow: str | None = None
+    last_seq: int = 0
+    events: list[RunEvent] = field(default_factory=list)
+    pending_inputs: dict[str, PendingInput] = field(default_factory=dict)
+    """Open input requests by ``request_id``: from ``input_request`` events and ``subscribed`` snapshots."""
+    snapshot: RunSnapshot | None = None
+    terminal: TerminalEvent | None = None
+    failure: GraphwireError | None = None
+    """Set when the run can no longer be followed (``RunLost``, ``ConnectionLost`` …)."""
+    truncated: bool = False
+    """The server's log no longer reached back to ``since_seq`` on a resubscribe: events were skipped."""
+    attach_id: str | None = None
+    """The user's ``subscribe`` that attaches this run, while it waits for ``subscribed``."""
+    resyncing: bool = False
+    resyncs: int = 0
+    jump_to: int | None = None
+
+    @property
+    def done(self) -> bool:
+        """The run ended (or is lost): no more events will come."""
+        if self.terminal is not None or self.failure is not None:
+            return True
+        snap = self.snapshot
+        return snap is not None and snap.status in _FINISHED and self.last_seq >= snap.last_seq
+
+    def accept(self, event: RunEvent) -> str:
+        """``"new"`` (appended), ``"repeat"`` (seq already seen) or ``"gap"`` (seq missing before it)."""
+        if event.seq <= self.last_seq:
+            return "repeat"
+        if event.seq != self.last_seq + 1 and event.seq != self.jump_to:
+            return "gap"
+        self.jump_to = None
+        self.last_seq = event.seq
+        self.resyncs = 0
+        self.events.append(event)
+        if isinstance(event, InputRequest):
+            self.pending_inputs[event.request_id] = PendingInput(
+                request_id=event.request_id,
+                node_id=event.node_id,
+                prompt=event.prompt,
+                options=event.options,
+                expires_at=event.expires_at,
+            )
+        elif isinstance(event, InputAnswered):
+            self.pending_inputs.pop(event.request_id, None)
+        elif isinstance(event, WorkflowCompleted | WorkflowFailed | WorkflowCancelled):
+            self.terminal = event
+            self.pending_inputs.clear()
+        elif event.type == "workflow_started":
+            self.workflow = event.workflow
+        return "new"
+
+    def apply_snapshot(self, subscribed: Subscribed) -> None:
+        snap = subscribed.snapshot
+        if snap is None:
+            return
+        self.snapshot = snap
+        self.workflow = snap.workflow
+        self.pending_inputs = {p.request_id: p for p in snap.pending_inputs}
+        if subscribed.log_truncated and subscribed.first_seq is not None and subscribed.first_seq > self.last_seq + 1:
+            self.truncated = True
+            self.jump_to = subscribed.first_seq
+
+    def node_of(self, request_id: str) -> str | None:
+        """The node that asked ``request_id``, from the open inputs or the events seen."""
+        pending = self.pending_inputs.get(request_id)
+        if pending is not None:
+            return pending.node_id
+        for event in reversed(self.events):
+            if isinstance(event, InputRequest | InputAnswered) and event.request_id == request_id:
+                return event.node_id
+        return None
+
+
+@dataclass
+class Delivery:
+    """One message handed to the application, after routing."""
+
+    message: ServerEvent
+    run: RunState | None = None
+    """The run this event was appended to."""
+    reply: PendingCommand | None = None
+    """The command this message answered."""
+
+
+@dataclass
+class Received:
+    """What one frame did: messages to hand out, commands settled, runs that changed."""
+
+    deliveries: list[Delivery] = field(default_factory=list)
+    settled: list[PendingCommand] = field(default_factory=list)
+    changed: list[RunState] = field(default_factory=list)
+
+    def touch(self, run: RunState) -> None:
+        if run not in self.changed:
+            self.changed.append(run)
+
+
+class ClientCore:
+    """Protocol state of one client across any number of connections."""
+
+    def __init__(self) -> None:
+        self.connected: Connected | None = None
+        self.runs: dict[str, RunState] = {}
+        """Runs being followed (not finished, not unsubscribed), by ``workflow_id``."""
+        self.topics: set[str] = set()
+        self.groups: set[str] = set()
+        self.online = False
+        self._pending: dict[str, PendingCommand] = {}
+        self._outbox: deque[PendingCommand] = deque()
+        # Every run state still referenced (by a ``Run`` object), finished ones included.
+        self._known: weakref.WeakValueDictionary[str, RunState] = weakref.WeakValueDictionary()
+        # Runs the server attached the current connection to; it keeps sending them, and
+        # never again what it sent before, so a new subscribe unsubscribes first.
+        self._attached: set[str] = set()
+        self._ids = itertools.count(1)
+
+    # --- commands out ------------------------------------------------------------------
+
+    def command(self, message: BaseModel, reply_type: type[BaseModel], *, internal: bool = False) -> PendingCommand:
+        """Register a command: give it an ``id``, note what it changes, queue it for the wire."""
+        cid = f"c{next(self._ids)}"
+        update: dict[str, Any] = {"id": cid}
+        caller_key = isinstance(message, StartWorkflow) and message.idempotency_key is not None
+        if isinstance(message, StartWorkflow) and message.idempotency_key is None:
+            # Makes the start safe to repeat after a reconnect: the server returns the same run.
+            update["idempotency_key"] = f"gw-{uuid.uuid4().hex}"
+        message = message.model_copy(update=update)
+        pending = PendingCommand(cid, message, reply_type, internal=internal, caller_key=caller_key)
+        if isinstance(message, Subscribe):
+            self.topics.update(message.topics or ())
+            if message.workflow_id is not None:
+                run = self.runs.get(message.workflow_id)
+                if run is None:
+                    if message.workflow_id in self._attached:  # a run followed here before: replay it again
+                        self._internal(Unsubscribe(type="unsubscribe", workflow_id=message.workflow_id), Ack)
+                    run = self._follow(RunState(message.workflow_id, last_seq=message.since_seq or 0))
+                    run.attach_id = cid
+                pending.run = run
+        elif isinstance(message, Unsubscribe):
+            self.topics.difference_update(message.topics or ())
+            if message.workflow_id is not None:
+                self._attached.discard(message.workflow_id)
+            if message.workflow_id is not None and not internal:
+                run = self.runs.pop(message.workflow_id, None)
+                if run is not None and not run.done:
+                    run.failure = RunLost(run.workflow_id, f"unsubscribed from run {run.workflow_id}")
+        elif isinstance(message, JoinGroup):
+            self.groups.add(message.group)
+        elif isinstance(message, LeaveGroup):
+            self.groups.discard(message.group)
+        self._pending[cid] = pending
+        self._outbox.append(pending)
+        return pending
+
+    def take_outgoing(self) -> tuple[list[tuple[PendingCommand, str]], list[PendingCommand]]:
+        """The commands to write now, in order, with their frames; empty while offline.
+
+        Marks them sent. The second list holds commands refused here because their frame
+        is above the server's ``max_message_size`` (the server would close the socket
+        with 1009); each carries a ``BadRequest`` error.
+        """
+        if not self.online:
+            return [], []
+        limit = self.connected.max_message_size if self.connected is not None else None
+        out: list[tuple[PendingCommand, str]] = []
+        refused: list[PendingCommand] = []
+        while self._outbox:
+            pending = self._outbox.popleft()
+            if pending.done or pending.sent or self._pending.get(pending.id) is not pending:
+                continue
+            frame = pending.frame
+            if limit is not None and len(frame.encode()) > limit:
+                del self._pending[pending.id]
+                pending.error = BadRequest(
+                    ErrorCode.message_too_large,
+                    f"the {pending.message_type} frame is {len(frame.encode())} bytes; the server takes {limit}",
+                )
+                refused.append(pending)
+                continue
+            pending.sent = True
+            pending.attempts += 1
+            out.append((pending, frame))
+        return out, refused
+
+    def forget(self, pending: PendingCommand) -> None:
+        """Stop waiting for a command's answer (its caller went away)."""
+        if self._pending.get(pending.id) is pending:
+            del self._pending[pending.id]
+
+    # --- connection lifecycle ----------------------------------------------------------
+
+    def connection_made(self, hello: Connected) -> None:
+        """A new connection greeted us: queue the resume commands, then every unanswered command."""
+        self.connected = hello
+        self.online = True
+        resume: list[PendingCommand] = []
+        for run in list(self.runs.values()):
+            run.resyncing = False
+            attach = self._pending.get(run.attach_id) if run.attach_id else None
+            if attach is not None:
+                attach.message = attach.message.model_copy(update={"since_seq": run.last_seq})
+                resume.append(attach)
+            else:
+                resume.append(
+                    self._internal(
+                        Subscribe(type="subscribe", workflow_id=run.workflow_id, since_seq=run.last_seq), Subscribed
+                    )
+                )
+        # Topics and groups whose own command is still unanswered go again with it.
+        waiting = [p.message for p in self._pending.values()]
+        topics = self.topics.difference(*(m.topics or () for m in waiting if isinstance(m, Subscribe)))
+        groups = self.groups - {m.group for m in waiting if isinstance(m, JoinGroup)}
+        if topics:
+            resume.append(self._internal(Subscribe(type="subscribe", topics=sorted(topics)), Subscribed))
+        for group in sorted(groups):
+            resume.append(self._internal(JoinGroup(type="join_group", group=group), Ack))
+        rest = [p for p in self._pending.values() if p not in resume]
+        self._outbox = deque(resume + rest)
+
+    def connection_lost(self) -> None:
+        """The socket is gone: nothing is on a wire any more; internal commands are dropped."""
+        self.online = False
+        self.connected = None
+        self._attached.clear()
+        for cid, pending in list(self._pending.items()):
+            if pending.internal:
+                del self._pending[cid]
+            pending.sent = False
+        self._outbox.clear()
+        for run in self.runs.values():
+            run.resyncing = False
+
+    def fail_all(self, error: GraphwireError) -> Received:
+        """Give up: every pending command and every open run fails with ``error``."""
+        out = Received()
+        for pending in self._pending.values():
+            if not pending.done:
+                pending.error = error
+                out.settled.append(pending)
+        self._pending.clear()
+        self._outbox.clear()
+        for run in self.runs.values():
+            if not run.done:
+                run.failure = error
+                out.touch(run)
+        self.runs.clear()
+        return out
+
+    # --- frames in ---------------------------------------------------------------------
+
+    def receive_text(self, text: str) -> Received:
+        """Parse one text frame (a ``batch`` is unpacked in order) and route each message."""
+        out = Received()
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            log.warning("ignoring a frame that is not JSON: %.200r", text)
+            return out
+        items = raw.get("messages") if isinstance(raw, dict) and raw.get("type") == "batch" else [raw]
+        for item in items if isinstance(items, list) else []:
+            message = self._parse(item)
+            if message is not None:
+                self._route(message, out)
+        return out
+
+    @staticmethod
+    def _parse(item: Any) -> ServerEvent | None:
+        kind = item.get("type") if isinstance(item, dict) else None
+        model = SERVER_EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            # A newer server may send types this SDK does not know; they are skipped.
+            log.debug("ignoring a message of unknown type %r", kind)
+            return None
+        try:
+            return model.model_validate(item)
+        except ValidationError as exc:
+            log.warning("ignoring a %s message that breaks the spec: %s", kind, exc.errors(include_url=False)[:1])
+            return None
+
+    def _route(self, message: ServerEvent, out: Received) -> None:
+        reply_to = getattr(message, "reply_to", None)
+        pending = self._pending.pop(reply_to, None) if reply_to is not None else None
+        if message.type in RUN_EVENT_TYPES:
+            self._route_run_event(message, pending, out)  # type: ignore[arg-type]
+            return
+        if isinstance(message, Error):
+            if pending is not None:
+                self._settle_error(pending, message, out)
+                if pending.internal or pending.error is None:  # internal, or a repeat that had landed
+                    return
+            out.deliveries.append(Delivery(message, reply=pending))
+            return
+        if isinstance(message, Subscribed) and message.workflow_id is not None:
+            self._attached.add(message.workflow_id)
+            run = self.runs.get(message.workflow_id)
+            if run is not None:
+                run.apply_snapshot(message)
+                run.resyncing = False
+                if run.attach_id == reply_to:
+                    run.attach_id = None
+                self._after_change(run, out)
+        if pending is not None:
+            pending.reply = message
+            out.settled.append(pending)
+            if pending.internal:
+                return
+        out.deliveries.append(Delivery(message, reply=pending))
+
+    def _route_run_event(self, event: RunEvent, pending: PendingCommand | None, out: Received) -> None:
+        self._attached.add(event.workflow_id)
+        run = self.runs.get(event.workflow_id)
+        if run is None and pending is not None:  # our start_workflow's answer: follow the new run
+            run = self._follow(RunState(event.workflow_id))
+        if pending is not None:
+            pending.reply = event
+            pending.run = run
+            out.settled.append(pending)
+        if isinstance(event, WorkflowStarted) and event.reply_to is not None:
+            # The run's events are the log's: ``reply_to`` belongs to the answer, not to seq 1.
+            event = event.model_copy(update={"reply_to": None})
+        if run is None:
+            # Not a run we follow (e.g. a frame from before an unsubscribe): hand it out as is.
+            out.deliveries.append(Delivery(event, reply=pending))
+            return
+        verdict = run.accept(event)
+        if verdict == "new":
+            out.deliveries.append(Delivery(event, run=run, reply=pending))
+            self._after_change(run, out)
+        elif verdict == "gap":
+            log.info("run %s: seq %d after %d; resubscribing", run.workflow_id, event.seq, run.last_seq)
+            self._resync(run)
+        if pending is not None and (pending.attempts > 1 or pending.caller_key) and not run.done:
+            # A start that repeats a key gets the existing run's seq 1 and then only live
+            # events, not what the run logged meanwhile: fetch the rest of its log.
+            self._resync(run)
+
+    def _after_change(self, run: RunState, out: Received) -> None:
+        out.touch(run)
+        if run.done and self.runs.get(run.workflow_id) is run:
+            del self.runs[run.workflow_id]
+
+    def _resync(self, run: RunState) -> None:
+        """Fetch the run's log after ``last_seq`` again on this connection."""
+        if run.resyncing:
+            return
+        run.resyncs += 1
+        if run.resyncs > MAX_RESYNCS:
+            run.failure = RunLost(run.workflow_id, f"run {run.workflow_id}: the event stream keeps skipping seqs")
+            self.runs.pop(run.workflow_id, None)
+            return
+        run.resyncing = True
+        # The server skips seqs this connection was already given; unsubscribing first
+        # resets that, so the replay starts right after last_seq.
+        self._internal(Unsubscribe(type="unsubscribe", workflow_id=run.workflow_id), Ack)
+        self._internal(Subscribe(type="subscribe", workflow_id=run.workflow_id, since_seq=run.last_seq), Subscribed)
+
+    def _settle_error(self, pending: PendingCommand, frame: Error, out: Received) -> None:
+        message = pending.message
+        if pending.attempts > 1 and self._repeat_already_applied(message, frame):
+            wid = getattr(message, "workflow_id", None)
+            command = Command.node_input if isinstance(message, NodeInput) else Command.cancel_workflow
+            pending.reply = Ack(type="ack", reply_to=pending.id, command=command, workflow_id=wid)
+            out.settled.append(pending)
+            return
+        if isinstance(message, Subscribe) and message.workflow_id is not None and frame.code is ErrorCode.unknown_run:
+            run = self.runs.pop(message.workflow_id, None)
+            if run is not None and not run.done:
+                run.failure = RunLost(run.workflow_id, f"the server no longer knows run {run.workflow_id}")
+                out.touch(run)
+        pending.error = error_from_frame(frame)
+        out.settled.append(pending)
+
+    def _repeat_already_applied(self, message: BaseModel, frame: Error) -> bool:
+        """Whether a repeated command was refused only because its first copy landed."""
+        if isinstance(message, NodeInput) and frame.code is ErrorCode.input_already_answered:
+            run = self.known_run(message.workflow_id)
+            events = run.events if run is not None else []
+            return any(
+                isinstance(e, InputAnswered) and e.request_id == message.request_id and e.data == message.data
+                for e in events
+            )
+        return isinstance(message, CancelWorkflow) and frame.code is ErrorCode.run_finished
+
+    def _internal(self, message: BaseModel, reply_type: type[BaseModel]) -> PendingCommand:
+        return self.command(message, reply_type, internal=True)
+
+    def _follow(self, run: RunState) -> RunState:
+        self.runs[run.workflow_id] = run
+        self._known[run.workflow_id] = run
+        return run
+
+    def known_run(self, workflow_id: str) -> RunState | None:
+        """The state of a run followed now or earlier (while something still references it)."""
+        return self.runs.get(workflow_id) or self._known.get(workflow_id)

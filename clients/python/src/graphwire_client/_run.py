@@ -1,0 +1,187 @@
+"""``Run``: one run followed by the client — its events, its result, its open input requests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from graphwire_client._core import RunState
+from graphwire_client._generated.events import RunEvent
+from graphwire_client._generated.messages import (
+    ErrorCode,
+    ErrorDetail,
+    PendingInput,
+    RunSnapshot,
+    RunStatus,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowFailed,
+)
+from graphwire_client.exceptions import InputRejected, RunFinished, RunLost
+from graphwire_client.exceptions import WorkflowCancelled as WorkflowCancelledError
+from graphwire_client.exceptions import WorkflowFailed as WorkflowFailedError
+
+if TYPE_CHECKING:
+    from graphwire_client._client import GraphwireClient
+
+__all__ = ["Run"]
+
+R = TypeVar("R")
+
+
+class Run(Generic[R]):
+    """A run the client follows, from ``start_workflow`` or ``attach``.
+
+    ``async for event in run`` yields the run's events (``RunEvent``: ``workflow_started``,
+    ``node_update``, ``progress``, ``token``, ``input_request`` …) in ``seq`` order, each
+    exactly once even across reconnects, and ends after the terminal event
+    (``workflow_completed``, ``workflow_failed`` or ``workflow_cancelled``). Each ``async
+    for`` starts from the first event the client has, so several loops may read one run.
+    ``await run.result()`` waits for the end and returns the result, typed ``R`` for the
+    spec's workflows.
+    """
+
+    def __init__(self, client: GraphwireClient, state: RunState, parse_result: Callable[[dict[str, Any]], R]) -> None:
+        self._client = client
+        self._state = state
+        self._parse_result = parse_result
+
+    def __repr__(self) -> str:
+        return f"<Run {self.workflow_id} {self.workflow or '?'} last_seq={self.last_seq} status={self.status.value}>"
+
+    @property
+    def workflow_id(self) -> str:
+        """The run's id."""
+        return self._state.workflow_id
+
+    @property
+    def workflow(self) -> str | None:
+        """The workflow's name, once ``workflow_started`` or a snapshot told it."""
+        return self._state.workflow
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last event received (the ``since_seq`` a resume asks for)."""
+        return self._state.last_seq
+
+    @property
+    def events(self) -> list[RunEvent]:
+        """The events received so far, in seq order (a copy)."""
+        return list(self._state.events)
+
+    @property
+    def pending_inputs(self) -> list[PendingInput]:
+        """The run's open input requests, oldest first; kept across reconnects from the server's snapshot."""
+        return list(self._state.pending_inputs.values())
+
+    @property
+    def snapshot(self) -> RunSnapshot | None:
+        """The server's last snapshot of the run (from the latest ``subscribed``), if any."""
+        return self._state.snapshot
+
+    @property
+    def truncated(self) -> bool:
+        """True when the server's log no longer held some events this client missed."""
+        return self._state.truncated
+
+    @property
+    def done(self) -> bool:
+        """The run ended, or can no longer be followed."""
+        return self._state.done
+
+    @property
+    def status(self) -> RunStatus:
+        """``running``, ``waiting`` (an input request is open), ``completed``, ``failed`` or ``cancelled``."""
+        state = self._state
+        terminal = state.terminal
+        if isinstance(terminal, WorkflowCompleted):
+            return RunStatus.completed
+        if isinstance(terminal, WorkflowFailed):
+            return RunStatus.failed
+        if isinstance(terminal, WorkflowCancelled):
+            return RunStatus.cancelled
+        if state.done and state.snapshot is not None:
+            return state.snapshot.status
+        return RunStatus.waiting if state.pending_inputs else RunStatus.running
+
+    def __aiter__(self) -> AsyncIterator[RunEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[RunEvent]:
+        state = self._state
+        index = 0
+        while True:
+            while index < len(state.events):
+                event = state.events[index]
+                index += 1
+                yield event
+                if event is state.terminal:
+                    return
+            if state.failure is not None:
+                raise state.failure
+            if state.done:
+                return
+            await self._client._wait_run(state)
+
+    async def wait(self) -> None:
+        """Wait until the run ends (or can no longer be followed); never raises a run outcome."""
+        while not self._state.done:
+            await self._client._wait_run(self._state)
+
+    async def result(self) -> R:
+        """Wait for the end of the run and return its result.
+
+        Raises ``WorkflowFailed`` (``.error.code``: ``node_error``, ``input_timeout`` …) or
+        ``WorkflowCancelled``; ``RunLost``, ``ConnectionLost`` or ``ClientClosed`` when the
+        run can no longer be followed.
+        """
+        await self.wait()
+        state = self._state
+        terminal = state.terminal
+        if isinstance(terminal, WorkflowCompleted):
+            return self._parse_result(terminal.result)
+        if isinstance(terminal, WorkflowFailed):
+            raise WorkflowFailedError(self.workflow_id, terminal.error)
+        if isinstance(terminal, WorkflowCancelled):
+            raise WorkflowCancelledError(self.workflow_id, terminal.reason)
+        if state.failure is not None:
+            raise state.failure
+        snap = state.snapshot  # ended before the events this client asked for
+        if snap is not None and snap.status is RunStatus.completed:
+            return self._parse_result(snap.result or {})
+        if snap is not None and snap.status is RunStatus.failed:
+            error = snap.error or ErrorDetail(code=ErrorCode.internal_error, message="the run failed")
+            raise WorkflowFailedError(self.workflow_id, error)
+        if snap is not None and snap.status is RunStatus.cancelled:
+            raise WorkflowCancelledError(self.workflow_id)
+        raise RunLost(self.workflow_id, f"run {self.workflow_id} ended without an outcome")  # pragma: no cover
+
+    async def respond(self, request_id: str, data: Mapping[str, Any] | str, *, node_id: str | None = None) -> None:
+        """Answer the input request ``request_id`` (``node_input``); returns once the server accepted it.
+
+        ``data`` is the answer object, e.g. ``{"value": "yes"}``; a plain string ``s`` is
+        sent as ``{"value": s}``. The node is looked up from the request; pass ``node_id``
+        for a request this client never saw. Raises ``InputRejected`` (its ``code``:
+        ``input_already_answered``, ``invalid_input``, ``unknown_request`` …).
+        """
+        node = node_id or self._state.node_of(request_id)
+        if node is None:
+            raise InputRejected(
+                ErrorCode.unknown_request,
+                f"run {self.workflow_id} has no input request {request_id!r} that this client saw; pass node_id=",
+                workflow_id=self.workflow_id,
+            )
+        answer = {"value": data} if isinstance(data, str) else dict(data)
+        await self._client.commands.node_input(self.workflow_id, node, answer, request_id=request_id)
+
+    async def cancel(self) -> None:
+        """Cancel the run (``cancel_workflow``); it then ends with ``workflow_cancelled``.
+
+        Returns once the server accepted the command; does nothing if the run has
+        already ended.
+        """
+        if self._state.done:
+            return
+        with contextlib.suppress(RunFinished):  # it ended meanwhile
+            await self._client.commands.cancel_workflow(self.workflow_id)

@@ -1,0 +1,256 @@
+"""Every exception the SDK raises has one root, ``GraphwireError``::
+
+    GraphwireError
+    ├── ConnectionLost          gave up reconnecting after ReconnectPolicy.max_attempts (terminal)
+    ├── ConnectionRejected      the server closed with a code that forbids retrying (terminal)
+    ├── ClientClosed            the client was closed while the call waited, or before it
+    ├── ServerError             an ``error`` frame answered a command (``code``, ``retry_after`` …)
+    │   ├── BadRequest              invalid_json, binary_not_supported, not_an_object,
+    │   │                           unknown_type, invalid_message, message_too_large
+    │   ├── UnknownWorkflow         unknown_workflow
+    │   ├── InvalidParams           invalid_params
+    │   ├── UnknownRun              unknown_run
+    │   ├── RunFinished             run_finished
+    │   ├── InputRejected           no_pending_input, unknown_request,
+    │   │                           input_already_answered, invalid_input
+    │   ├── IdempotencyConflict     idempotency_conflict
+    │   ├── RateLimited             rate_limited (see ``retry_after``)
+    │   ├── Unauthorized            unauthorized
+    │   ├── Forbidden               forbidden
+    │   └── InternalServerError     internal_error
+    └── RunError                a run did not end with ``workflow_completed`` (``workflow_id``)
+        ├── WorkflowFailed          ``workflow_failed`` (``error.code`` is input_timeout, node_error …)
+        ├── WorkflowCancelled       ``workflow_cancelled``
+        └── RunLost                 the run can no longer be followed (the server forgot it)
+
+``ServerError`` subclasses are picked by the spec's ``ErrorCode`` (``components.schemas.ErrorCode``);
+``error_from_frame`` does the mapping.
+"""
+
+from __future__ import annotations
+
+from graphwire_client._generated.messages import CloseCode, Error, ErrorCode, ErrorDetail
+
+__all__ = [
+    "BadRequest",
+    "ClientClosed",
+    "ConnectionLost",
+    "ConnectionRejected",
+    "Forbidden",
+    "GraphwireError",
+    "IdempotencyConflict",
+    "InputRejected",
+    "InternalServerError",
+    "InvalidParams",
+    "RateLimited",
+    "RunError",
+    "RunFinished",
+    "RunLost",
+    "ServerError",
+    "Unauthorized",
+    "UnknownRun",
+    "UnknownWorkflow",
+    "WorkflowCancelled",
+    "WorkflowFailed",
+    "error_from_frame",
+]
+
+
+class GraphwireError(Exception):
+    """The root of every exception the SDK raises."""
+
+
+class ConnectionLost(GraphwireError):
+    """The client gave up: ``attempts`` consecutive connection attempts failed.
+
+    Terminal: every pending command and every open run raises it; the client's state is
+    ``disconnected``. ``__cause__`` is the last failure.
+    """
+
+    def __init__(self, message: str, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class ConnectionRejected(GraphwireError):
+    """The server closed the socket with a code that retrying cannot fix.
+
+    ``close_code`` is one of the spec's ``CloseCode``: 4001 unauthorized, 4003 forbidden,
+    1008 origin not allowed, 1009 a frame above ``max_message_size``. Terminal, like
+    ``ConnectionLost``.
+    """
+
+    def __init__(self, close_code: int, reason: str = "") -> None:
+        try:
+            name = CloseCode(close_code).name
+        except ValueError:
+            name = "unknown"
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"the server closed the connection with {close_code} ({name}){detail}")
+        self.close_code = close_code
+        self.reason = reason
+
+
+class ClientClosed(GraphwireError):
+    """The client was closed (``close()`` or leaving ``async with``) while this call waited."""
+
+
+class ServerError(GraphwireError):
+    """The server refused a command with an ``error`` frame; the connection stays usable.
+
+    The fields are the frame's: ``code`` (the spec's ``ErrorCode``), ``message``, and
+    where they apply ``path`` (the offending field), ``workflow_id``, ``retry_after``
+    (seconds, with ``rate_limited``) and ``reply_to`` (the id of the refused command).
+    """
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        path: str | None = None,
+        workflow_id: str | None = None,
+        retry_after: float | None = None,
+        reply_to: str | None = None,
+    ) -> None:
+        super().__init__(f"{code.value}: {message}")
+        self.code = code
+        self.message = message
+        self.path = path
+        self.workflow_id = workflow_id
+        self.retry_after = retry_after
+        self.reply_to = reply_to
+
+    @property
+    def frame(self) -> Error:
+        """The ``error`` frame this exception stands for."""
+        return Error(
+            type="error",
+            code=self.code,
+            message=self.message,
+            path=self.path,
+            workflow_id=self.workflow_id,
+            retry_after=self.retry_after,
+            reply_to=self.reply_to,
+        )
+
+
+class BadRequest(ServerError):
+    """The frame was not a valid message (``invalid_message`` names the field in ``path``)."""
+
+
+class UnknownWorkflow(ServerError):
+    """No workflow is registered under that name."""
+
+
+class InvalidParams(ServerError):
+    """The params break the workflow's params schema; ``path`` names the field."""
+
+
+class UnknownRun(ServerError):
+    """No run with that ``workflow_id`` (never started, or forgotten after its retention time)."""
+
+
+class RunFinished(ServerError):
+    """The run has already ended."""
+
+
+class InputRejected(ServerError):
+    """An answer to an input request was refused (already answered, unknown, not one of the options…)."""
+
+
+class IdempotencyConflict(ServerError):
+    """The ``idempotency_key`` was used before with other params."""
+
+
+class RateLimited(ServerError):
+    """Too many commands; wait ``retry_after`` seconds."""
+
+
+class Unauthorized(ServerError):
+    """The token is missing or invalid."""
+
+
+class Forbidden(ServerError):
+    """The token lacks the scope for this command."""
+
+
+class InternalServerError(ServerError):
+    """A bug on the server; the command may be retried."""
+
+
+_BY_CODE: dict[ErrorCode, type[ServerError]] = {
+    ErrorCode.invalid_json: BadRequest,
+    ErrorCode.binary_not_supported: BadRequest,
+    ErrorCode.not_an_object: BadRequest,
+    ErrorCode.unknown_type: BadRequest,
+    ErrorCode.invalid_message: BadRequest,
+    ErrorCode.message_too_large: BadRequest,
+    ErrorCode.unknown_workflow: UnknownWorkflow,
+    ErrorCode.invalid_params: InvalidParams,
+    ErrorCode.unknown_run: UnknownRun,
+    ErrorCode.run_finished: RunFinished,
+    ErrorCode.no_pending_input: InputRejected,
+    ErrorCode.unknown_request: InputRejected,
+    ErrorCode.input_already_answered: InputRejected,
+    ErrorCode.invalid_input: InputRejected,
+    ErrorCode.idempotency_conflict: IdempotencyConflict,
+    ErrorCode.rate_limited: RateLimited,
+    ErrorCode.unauthorized: Unauthorized,
+    ErrorCode.forbidden: Forbidden,
+    ErrorCode.internal_error: InternalServerError,
+}
+# Codes that only appear in ``workflow_failed.error`` (they become ``WorkflowFailed``);
+# should one arrive in an ``error`` frame, it is a plain ``ServerError``.
+RUN_FAILURE_CODES = frozenset({ErrorCode.input_timeout, ErrorCode.node_error})
+
+
+def error_from_frame(frame: Error) -> ServerError:
+    """The exception for an ``error`` frame: the ``ServerError`` subclass of its ``code``."""
+    cls = _BY_CODE.get(frame.code, ServerError)
+    return cls(
+        frame.code,
+        frame.message,
+        path=frame.path,
+        workflow_id=frame.workflow_id,
+        retry_after=frame.retry_after,
+        reply_to=frame.reply_to,
+    )
+
+
+class RunError(GraphwireError):
+    """A run did not end with ``workflow_completed``."""
+
+    def __init__(self, workflow_id: str, message: str) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+
+
+class WorkflowFailed(RunError):
+    """The run ended with ``workflow_failed``; ``error`` is the spec's ``ErrorDetail``."""
+
+    def __init__(self, workflow_id: str, error: ErrorDetail) -> None:
+        where = f" in node {error.node_id!r}" if error.node_id else ""
+        super().__init__(workflow_id, f"run {workflow_id} failed{where}: {error.code.value}: {error.message}")
+        self.error = error
+
+    @property
+    def code(self) -> ErrorCode:
+        return self.error.code
+
+    @property
+    def node_id(self) -> str | None:
+        return self.error.node_id
+
+
+class WorkflowCancelled(RunError):
+    """The run ended with ``workflow_cancelled``; ``reason`` says by whom, when the server tells."""
+
+    def __init__(self, workflow_id: str, reason: str | None = None) -> None:
+        super().__init__(workflow_id, f"run {workflow_id} was cancelled{': ' + reason if reason else ''}")
+        self.reason = reason
+
+
+class RunLost(RunError):
+    """The run can no longer be followed: the server forgot it (``unknown_run`` on resume),
+    or its event stream broke the seq contract in a way a resubscribe could not repair."""

@@ -1,0 +1,283 @@
+"""The asyncio client over a scripted in-memory ``Transport``: states, reconnects, giving up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from graphwire_client import (
+    ClientClosed,
+    ConnectionLost,
+    ConnectionRejected,
+    ConnectionState,
+    GraphwireClient,
+    ReconnectPolicy,
+    Run,
+    StateChange,
+    TransportClosed,
+)
+from graphwire_client.messages import Token
+
+TS = "2026-11-25T12:00:00+00:00"
+FAST = ReconnectPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
+
+
+class FakeSocket:
+    """The server side is the test: it reads ``sent`` and feeds ``push``."""
+
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue[str | TransportClosed] = asyncio.Queue()
+        self.sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.closed = False
+
+    async def send(self, text: str) -> None:
+        if self.closed:
+            raise TransportClosed(None)
+        self.sent.put_nowait(json.loads(text))
+
+    async def recv(self) -> str:
+        item = await self.incoming.get()
+        if isinstance(item, TransportClosed):
+            self.closed = True
+            raise item
+        return item
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def push(self, *messages: dict[str, Any]) -> None:
+        for message in messages:
+            self.incoming.put_nowait(json.dumps(message))
+
+    def drop(self, code: int | None = None) -> None:
+        self.incoming.put_nowait(TransportClosed(code))
+
+    async def next(self) -> dict[str, Any]:
+        return await asyncio.wait_for(self.sent.get(), 2)
+
+
+class FakeTransport:
+    """Accepts while ``accepting``; each accepted socket greets with ``connected``."""
+
+    def __init__(self, greet: bool = True) -> None:
+        self.accepting = True
+        self.greet = greet
+        self.attempts = 0
+        self.sockets: list[FakeSocket] = []
+        self.calls: list[tuple[str, dict[str, str]]] = []
+        self.opened = asyncio.Event()
+
+    async def connect(self, url: str, *, headers: Mapping[str, str], open_timeout: float) -> FakeSocket:
+        self.attempts += 1
+        self.calls.append((url, dict(headers)))
+        if not self.accepting:
+            raise OSError("connection refused")
+        socket = FakeSocket()
+        if self.greet:
+            socket.push(
+                {
+                    "type": "connected",
+                    "client_id": f"cl_{len(self.sockets)}",
+                    "protocol_version": "1",
+                    "max_message_size": 1 << 20,
+                }
+            )
+        self.sockets.append(socket)
+        self.opened.set()
+        return socket
+
+    async def next_socket(self, index: int) -> FakeSocket:
+        while len(self.sockets) <= index:
+            self.opened.clear()
+            await asyncio.wait_for(self.opened.wait(), 2)
+        return self.sockets[index]
+
+
+def client_for(transport: FakeTransport, **kwargs: Any) -> GraphwireClient:
+    return GraphwireClient("ws://gateway.test/ws/workflow", reconnect=FAST, transport=transport, **kwargs)
+
+
+def started(reply_to: str) -> dict[str, Any]:
+    return {
+        "type": "workflow_started",
+        "workflow_id": "r1",
+        "seq": 1,
+        "timestamp": TS,
+        "workflow": "chat",
+        "reply_to": reply_to,
+    }
+
+
+def token(seq: int, text: str) -> dict[str, Any]:
+    return {"type": "token", "workflow_id": "r1", "seq": seq, "timestamp": TS, "node_id": "respond", "token": text}
+
+
+async def read_into(run: Run[Any], seen: list[str]) -> None:
+    async for event in run:
+        seen.append(event.type)
+
+
+async def test_state_goes_disconnected_connecting_connected_and_back_after_a_drop() -> None:
+    transport = FakeTransport()
+    client = client_for(transport)
+    changes: list[StateChange] = []
+    client.on("state", changes.append)
+    assert client.state is ConnectionState.disconnected
+    async with client:
+        assert client.state is ConnectionState.connected
+        assert client.client_id == "cl_0"
+        transport.sockets[0].drop()
+        await transport.next_socket(1)
+        while client.state is not ConnectionState.connected:
+            await asyncio.sleep(0.001)
+        assert client.client_id == "cl_1"
+    pairs = [(c.old_state.value, c.new_state.value) for c in changes]
+    assert pairs == [
+        ("disconnected", "connecting"),
+        ("connecting", "connected"),
+        ("connected", "connecting"),
+        ("connecting", "connected"),
+        ("connected", "disconnected"),
+    ]
+    assert isinstance(changes[2].error, TransportClosed)
+
+
+async def test_a_command_sent_while_reconnecting_goes_out_on_the_next_connection() -> None:
+    transport = FakeTransport()
+    patient = ReconnectPolicy(max_attempts=1000, base_delay=0.001, max_delay=0.002)
+    async with GraphwireClient("ws://gateway.test/ws/workflow", reconnect=patient, transport=transport) as client:
+        transport.accepting = False
+        transport.sockets[0].drop()
+        ping = asyncio.create_task(client.commands.ping())
+        while transport.attempts < 3:  # refused twice while the ping waits
+            await asyncio.sleep(0.001)
+        transport.accepting = True
+        socket = await transport.next_socket(1)
+        sent = await socket.next()
+        assert sent["type"] == "ping"
+        socket.push({"type": "pong", "reply_to": sent["id"], "timestamp": TS})
+        assert (await ping).type == "pong"
+
+
+async def test_giving_up_after_max_attempts_raises_connection_lost() -> None:
+    transport = FakeTransport()
+    transport.accepting = False
+    client = client_for(transport)
+    with pytest.raises(ConnectionLost) as info:
+        await client.connect()
+    assert transport.attempts == FAST.max_attempts == info.value.attempts
+    assert isinstance(info.value.__cause__, OSError)
+    assert client.state is ConnectionState.disconnected
+
+
+async def test_a_run_being_read_raises_connection_lost_when_the_client_gives_up() -> None:
+    transport = FakeTransport()
+    async with client_for(transport) as client:
+        socket = transport.sockets[0]
+        starting = asyncio.create_task(client.start_workflow("chat", {"message": "hi"}))
+        start = await socket.next()
+        assert start["params"] == {"message": "hi"}
+        socket.push(started(start["id"]), token(2, "Hel"))
+        run = await starting
+        seen: list[str] = []
+        transport.accepting = False
+        socket.drop()
+        with pytest.raises(ConnectionLost):
+            await read_into(run, seen)
+        assert seen == ["workflow_started", "token"]
+        with pytest.raises(ConnectionLost):
+            await run.result()
+        with pytest.raises(ConnectionLost):
+            await client.ping()
+        assert transport.attempts == 1 + FAST.max_attempts
+
+
+@pytest.mark.parametrize("code", [4001, 4003, 1008, 1009])
+async def test_a_close_code_that_retrying_cannot_fix_ends_the_client(code: int) -> None:
+    transport = FakeTransport(greet=False)
+    client = client_for(transport)
+    connecting = asyncio.create_task(client.connect())
+    (await transport.next_socket(0)).drop(code)
+    with pytest.raises(ConnectionRejected) as info:
+        await connecting
+    assert info.value.close_code == code
+    assert transport.attempts == 1
+
+
+async def test_other_close_codes_reconnect() -> None:
+    transport = FakeTransport()
+    async with client_for(transport) as client:
+        transport.sockets[0].drop(1012)  # service restart
+        ping = asyncio.create_task(client.ping())
+        socket = await transport.next_socket(1)
+        sent = await socket.next()
+        socket.push({"type": "pong", "reply_to": sent["id"], "timestamp": TS})
+        assert await ping >= 0
+
+
+async def test_handlers_get_typed_events_and_a_failing_handler_is_only_logged(caplog: pytest.LogCaptureFixture) -> None:
+    transport = FakeTransport()
+    tokens: list[str] = []
+    everything: list[str] = []
+    async_seen: list[int] = []
+
+    async def slow(event: Token) -> None:
+        await asyncio.sleep(0)
+        async_seen.append(event.seq)
+
+    def broken(event: Token) -> None:
+        raise RuntimeError("handler bug")
+
+    async with client_for(transport) as client:
+        client.on("token", lambda event: tokens.append(event.token))
+        client.on("token", slow)
+        client.on("token", broken)
+        remove = client.on("*", lambda event: everything.append(event.type))
+        with pytest.raises(ValueError, match="unknown event type"):
+            client.on("tokens", lambda event: None)  # type: ignore[call-overload]
+        socket = transport.sockets[0]
+        starting = asyncio.create_task(client.start_workflow("chat", {"message": "hi"}))
+        start = await socket.next()
+        with caplog.at_level(logging.ERROR, logger="graphwire_client"):
+            socket.push(started(start["id"]), token(2, "a"), token(2, "a"), token(3, "b"))
+            run = await starting
+            while run.last_seq < 3:
+                await client._wait_run(run._state)
+            remove()
+            socket.push(token(4, "c"))
+            while run.last_seq < 4:
+                await client._wait_run(run._state)
+            await asyncio.sleep(0.01)
+    assert tokens == ["a", "b", "c"], "each run event once, in seq order"
+    assert async_seen == [2, 3, 4]
+    assert everything == ["workflow_started", "token", "token"]
+    assert "handler bug" in caplog.text
+
+
+async def test_close_fails_what_waits_and_later_calls() -> None:
+    transport = FakeTransport()
+    client = client_for(transport)
+    await client.connect()
+    ping = asyncio.create_task(client.commands.ping())
+    await transport.sockets[0].next()
+    await client.close()
+    with pytest.raises(ClientClosed):
+        await ping
+    with pytest.raises(ClientClosed):
+        await client.ping()
+    with pytest.raises(ClientClosed):
+        await client.connect()
+
+
+async def test_token_header_and_batch_query() -> None:
+    transport = FakeTransport()
+    async with client_for(transport, token="s3cret", batch=False):
+        pass
+    ((url, headers),) = transport.calls
+    assert url == "ws://gateway.test/ws/workflow?batch=0"
+    assert headers == {"Authorization": "Bearer s3cret"}

@@ -1,0 +1,190 @@
+"""The Python SDK against a real ``graphwire serve``: every built-in workflow, answers, watchers, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from graphwire_client import (
+    ConnectionState,
+    GraphwireClient,
+    InputRejected,
+    InvalidParams,
+    Run,
+    StateChange,
+    UnknownRun,
+    UnknownWorkflow,
+    WorkflowCancelled,
+    WorkflowFailed,
+)
+from graphwire_client.messages import (
+    ApprovalResult,
+    ChatResult,
+    DataProcessingParams,
+    DataProcessingResult,
+    ErrorCode,
+    InputRequest,
+    RunEvent,
+    Token,
+)
+from harness import Server
+
+TERMINAL = {"workflow_completed", "workflow_failed", "workflow_cancelled"}
+
+
+def wire(events: list[RunEvent]) -> list[dict[str, Any]]:
+    """Events as JSON, the way the server logged them."""
+    return [e.model_dump(mode="json", exclude_none=True) for e in events]
+
+
+def assert_complete(events: list[RunEvent]) -> None:
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[0].type == "workflow_started"
+    assert [e.type in TERMINAL for e in events].count(True) == 1
+    assert events[-1].type in TERMINAL
+
+
+async def collect(run: Run[Any]) -> list[RunEvent]:
+    return [event async for event in run]
+
+
+async def test_data_processing_typed_events_and_result(server: Server) -> None:
+    async with GraphwireClient(server.ws()) as client:
+        run = await client.start_workflow("data_processing", {"data": [3, 4, 5, 6]})
+        assert run.workflow_id.startswith("run_")
+        events = await collect(run)
+        assert_complete(events)
+        assert [e.current for e in events if e.type == "progress"] == [1, 2, 3, 4]
+        result = await run.result()
+        assert result == DataProcessingResult(count=4, sum=18.0, mean=4.5)
+        assert await collect(run) == events, "every `async for` reads the run from its first event"
+        again = await client.start_workflow("data_processing", DataProcessingParams(data=[1, 2]))
+        assert (await again.result()).count == 2
+        kw = await client.workflows.data_processing.start(data=[10], delay_ms=1)
+        assert (await kw.result()).mean == 10.0
+        assert run.done
+        assert run.status.value == "completed"
+
+
+async def test_chat_streams_tokens_that_make_the_reply(server: Server) -> None:
+    async with GraphwireClient(server.ws()) as client:
+        handled: list[str] = []
+        client.on("token", lambda event: handled.append(event.token))
+        run = await client.workflows.chat.start(message="stream please")
+        tokens = [e.token async for e in run if isinstance(e, Token)]
+        result = await run.result()
+        assert isinstance(result, ChatResult)
+        assert "".join(tokens) == result.reply
+        assert len(tokens) > 3
+        assert handled == tokens
+
+
+async def test_approval_answered_with_respond(server: Server) -> None:
+    async with GraphwireClient(server.ws()) as client:
+        run = await client.start_workflow("approval", {"message": "Release v2?"})
+        async for event in run:
+            if isinstance(event, InputRequest):
+                assert event.prompt == "Release v2?"
+                assert run.pending_inputs[0].request_id == event.request_id
+                with pytest.raises(InputRejected) as invalid:
+                    await run.respond(event.request_id, {"value": "maybe"})
+                assert invalid.value.code is ErrorCode.invalid_input
+                await run.respond(event.request_id, "yes")
+                with pytest.raises(InputRejected) as repeat:
+                    await run.respond(event.request_id, "no")
+                assert repeat.value.code is ErrorCode.input_already_answered
+        result = await run.result()
+        assert result == ApprovalResult(approved=True, answer="yes")
+        assert run.pending_inputs == []
+        assert [e.type for e in run.events].count("input_answered") == 1
+
+
+async def test_two_clients_watch_one_run_and_the_watcher_answers(server: Server) -> None:
+    async with GraphwireClient(server.ws()) as starter, GraphwireClient(server.ws()) as watcher:
+        run = await starter.start_workflow("approval", {"message": "Deploy?"})
+        request = await anext(e async for e in run if isinstance(e, InputRequest))
+        watched = await watcher.attach(run.workflow_id, result_type=ApprovalResult)
+        assert [p.request_id for p in watched.pending_inputs] == [request.request_id], "from the snapshot"
+        await watched.respond(request.request_id, {"value": "no"})
+        mine, theirs = await asyncio.gather(collect(run), collect(watched))
+        assert_complete(mine)
+        assert wire(mine) == wire(theirs)
+        assert await run.result() == await watched.result() == ApprovalResult(approved=False, answer="no")
+        late = await watcher.attach(run.workflow_id, since_seq=3)
+        assert [e.seq for e in await collect(late)] == [e.seq for e in mine if e.seq > 3]
+        assert (await late.result()) == {"approved": False, "answer": "no"}
+
+
+async def test_failures_and_cancellation_raise_their_run_errors(server: Server) -> None:
+    async with GraphwireClient(server.ws()) as client:
+        # (A node that raises would put its traceback in the shared server's log, which
+        # the session fixture forbids; an unanswered input fails a run just as well.)
+        timeout = await client.start_workflow("approval", {"message": "fast?", "timeout": 0.2})
+        events = await collect(timeout)
+        assert events[-1].type == "workflow_failed"
+        with pytest.raises(WorkflowFailed) as late:
+            await timeout.result()
+        assert late.value.code is ErrorCode.input_timeout
+        assert late.value.workflow_id == timeout.workflow_id
+
+        tick = await client.workflows["tick"].start({"count": 500, "delay_ms": 5})
+        await anext(e async for e in tick if e.type == "node_event")
+        await tick.cancel()
+        with pytest.raises(WorkflowCancelled) as cancelled:
+            await tick.result()
+        assert cancelled.value.workflow_id == tick.workflow_id
+        assert tick.events[-1].type == "workflow_cancelled"
+        await tick.cancel()  # already ended: nothing to do
+
+
+async def test_refused_commands_raise_structured_errors_and_the_client_goes_on(server: Server) -> None:
+    async with GraphwireClient(server.ws()) as client:
+        with pytest.raises(UnknownWorkflow) as unknown:
+            await client.workflows["no_such_workflow"].start()
+        assert unknown.value.code is ErrorCode.unknown_workflow
+        with pytest.raises(InvalidParams) as invalid:
+            await client.start_workflow("data_processing", {"data": []})
+        assert invalid.value.path == "params.data"
+        with pytest.raises(UnknownRun):
+            await client.attach("run_does_not_exist")
+        assert await client.ping() >= 0
+        assert client.state is ConnectionState.connected
+
+
+async def test_topics_and_groups(server: Server) -> None:
+    async with GraphwireClient(server.ws()) as client:
+        alerts_seen: list[str] = []
+        client.on("system_alert", lambda alert: alerts_seen.append(alert.message))
+        news = await client.subscribe("news", "sports")
+        ops = await client.join_group("ops")
+        delivered = await asyncio.to_thread(server.post_json, "/api/publish", {"topic": "news", "data": {"n": 1}})
+        assert delivered == {"delivered": 1}
+        message = await asyncio.wait_for(anext(aiter(news)), 5)
+        assert (message.topic, message.data) == ("news", {"n": 1})
+        await asyncio.to_thread(server.post_json, "/api/broadcast", {"group": "ops", "message": "deploy at 5"})
+        alert = await asyncio.wait_for(anext(aiter(ops)), 5)
+        assert alert.message == "deploy at 5"
+        assert alerts_seen == ["deploy at 5"]
+        await news.close()
+        await ops.close()
+        assert [m async for m in news] == []
+        gone = await asyncio.to_thread(server.post_json, "/api/publish", {"topic": "news", "data": {"n": 2}})
+        assert gone == {"delivered": 0}
+
+
+async def test_state_events_and_unbatched_frames(server: Server) -> None:
+    client = GraphwireClient(server.ws(), batch=False)
+    changes: list[StateChange] = []
+    client.on("state", changes.append)
+    async with client:
+        assert client.client_id is not None
+        assert client.server_info is not None
+        run = await client.start_workflow("data_processing", {"data": list(range(30))})
+        assert_complete(await collect(run))
+    assert [(c.old_state.value, c.new_state.value) for c in changes] == [
+        ("disconnected", "connecting"),
+        ("connecting", "connected"),
+        ("connected", "disconnected"),
+    ]
