@@ -151,7 +151,6 @@ BAD_FRAMES: list[tuple[str, str, str | None]] = [
         "unknown_run",
         "workflow_id",
     ),
-    ('{"type": "subscribe", "id": "y2"}', "invalid_message", "workflow_id"),
     ('{"type": "ping", "id": ""}', "invalid_message", "id"),
 ]
 
@@ -366,3 +365,11 @@ def test_repeated_start_replays_what_the_run_logged(connect: Connect) -> None:
     started = retry.recv()
     assert (started["type"], started["seq"], started["reply_to"]) == ("workflow_started", 1, "b")
     assert run_events(retry, wid) == logged
+
+
+def test_subscribe_naming_nothing_lists_current_topics(connect: Connect) -> None:
+    frames = connect()
+    frames.send({"type": "subscribe", "id": "t", "topics": ["a"]})
+    frames.recv()
+    frames.send({"type": "subscribe", "id": "n"})
+    assert frames.recv() == {"type": "subscribed", "reply_to": "n", "topics": ["a"]}

@@ -15,12 +15,22 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from graphwire._direct import direct_text_writer
 from graphwire._generated.messages import CloseCode, Connected, ErrorCode
 from graphwire.connections import Connection, ConnectionManager
-from graphwire.protocol import CHAT_MESSAGES, WORKFLOW_MESSAGES, ProtocolError, encode, error_frame, parse_frame
+from graphwire.protocol import (
+    CHAT_MESSAGES,
+    MAX_NESTING,
+    WORKFLOW_MESSAGES,
+    ProtocolError,
+    encode,
+    error_frame,
+    nests_deeper,
+    parse_frame,
+)
 from graphwire.registry import WorkflowRegistry
 from graphwire.router import Router
 from graphwire.runs import RunManager
@@ -76,6 +86,7 @@ class Gateway:
         conn = Connection(
             client_id=f"cl_{uuid.uuid4().hex[:16]}",
             send_text=_text_sender(send),
+            write_now=direct_text_writer(send),
             close_socket=lambda code, reason: ws.close(code, reason),
             settings=settings,
             batching=batching,
@@ -122,11 +133,12 @@ class Gateway:
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
-            await self.connections.remove(conn)
+            # Detach from runs first: remove() forgets the connection's run table.
             for workflow_id in list(conn.runs):
                 run = self.runs.runs.get(workflow_id)
                 if run is not None:
                     self.runs.detach(conn, run)
+            await self.connections.remove(conn)
 
     async def expire_loop(self) -> None:
         while True:
@@ -177,6 +189,18 @@ class PublishRequest(BaseModel):
 
     topic: str = Field(min_length=1, max_length=128)
     data: dict[str, Any]
+
+    @field_validator("data")
+    @classmethod
+    def _not_too_deep(cls, data: dict[str, Any]) -> dict[str, Any]:
+        # The same bound as a socket frame's, so whatever is accepted can be sent on.
+        if nests_deeper(data, MAX_NESTING - 2):
+            raise ValueError(f"data nests deeper than {MAX_NESTING - 2} levels")
+        return data
+
+
+# FastAPI answers a body that is not JSON at all with 400; say so in the OpenAPI document.
+BAD_BODY: dict[int | str, dict[str, Any]] = {400: {"description": "The body is not valid JSON."}}
 
 
 class Delivered(BaseModel):
@@ -242,12 +266,12 @@ def create_app(settings: Settings | None = None, registry: WorkflowRegistry | No
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
-    @app.post("/api/broadcast")
+    @app.post("/api/broadcast", responses=BAD_BODY)
     async def broadcast(body: BroadcastRequest) -> Delivered:
         """``manager.broadcast_to_group`` over HTTP, for back-ends that alert a group."""
         return Delivered(delivered=gateway.connections.broadcast_to_group(body.group, body.message, body.level))
 
-    @app.post("/api/publish")
+    @app.post("/api/publish", responses=BAD_BODY)
     async def publish(body: PublishRequest) -> Delivered:
         """Publish ``data`` on a topic."""
         return Delivered(delivered=gateway.connections.publish(body.topic, body.data))

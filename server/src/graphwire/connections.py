@@ -50,13 +50,13 @@ class Flusher:
     each write instead of the loop spending itself on one write per frame.
     """
 
-    def __init__(self, window: float, max_delay: float = 0.05) -> None:
+    def __init__(self, window: float, max_delay: float = 0.2) -> None:
         self.window = window
         self.max_delay = max_delay
         self.last_cost = 0.0
         self._last_end = float("-inf")
         self._dirty: list[Connection] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
 
     def mark(self, conn: Connection) -> None:
         self._dirty.append(conn)
@@ -65,7 +65,8 @@ class Flusher:
             # New frames right after a flush mean producers run back to back (flat out).
             busy = loop.time() - self._last_end < _BUSY_GAP
             delay = min(self.last_cost, self.max_delay) if busy else self.window
-            self._timer = loop.call_later(delay, self._flush)
+            # call_soon for no delay: event-loop timers round up to whole milliseconds.
+            self._timer = loop.call_later(delay, self._flush) if delay > 0 else loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._timer = None
@@ -101,6 +102,8 @@ class Connection:
     runs: dict[str, int] = field(default_factory=dict)
     connected_at: float = field(default_factory=time.time)
     flusher: Flusher | None = None
+    # The fast path (see graphwire._direct): True when the frame was written directly.
+    write_now: Callable[[str], bool] | None = None
     sent_frames: int = 0
     closed: bool = False
     marked: bool = False  # waiting for the flusher's next cycle
@@ -149,8 +152,11 @@ class Connection:
             return  # a suspended send is in flight; its task drains the rest
         try:
             while self._queue and not self.closed:
-                writer = _eager.start(self.send_text(self._take()))
+                frame = self._take()
                 self.sent_frames += 1
+                if self.write_now is not None and self.write_now(frame):
+                    continue
+                writer = _eager.start(self.send_text(frame))
                 if writer is not None:
                     self._writer = asyncio.get_running_loop().create_task(self._write(writer))
                     return

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import pydantic_core
 from pydantic import BaseModel, ValidationError
 
 from graphwire._generated.messages import (
@@ -24,11 +25,13 @@ from graphwire._generated.messages import (
 
 __all__ = [
     "CHAT_MESSAGES",
+    "MAX_NESTING",
     "WORKFLOW_MESSAGES",
     "ProtocolError",
     "encode",
     "error_frame",
     "message_types",
+    "nests_deeper",
     "now",
     "parse_frame",
 ]
@@ -47,6 +50,11 @@ def message_types(union: Any) -> dict[str, type[BaseModel]]:
 
 WORKFLOW_MESSAGES = message_types(ClientMessage)
 CHAT_MESSAGES = message_types(ChatClientMessage)
+
+# Deepest nesting of objects and arrays a frame may have (the frame itself is level 1).
+# Well below every parser and serialiser on the way (orjson, pydantic), so whatever is
+# accepted can be sent back inside an event; deeper frames get `invalid_message`.
+MAX_NESTING = 128
 
 
 @dataclass
@@ -112,7 +120,78 @@ def parse_frame(text: str, table: dict[str, type[BaseModel]]) -> BaseModel:
         raise ProtocolError(
             ErrorCode.unknown_type, f"unknown message type {kind!r}; expected one of {known}", "type", reply_to
         )
+    if text.count("{") + text.count("[") > MAX_NESTING and nests_deeper(raw, MAX_NESTING):
+        raise ProtocolError(ErrorCode.invalid_message, f"frame nests deeper than {MAX_NESTING} levels", None, reply_to)
     try:
-        return model.model_validate(raw)
+        message = _validate(model, text)
     except ValidationError as exc:
         raise validation_error(exc, reply_to) from None
+    null = _explicit_null(message)
+    if null is not None:
+        raise ProtocolError(ErrorCode.invalid_message, f"{null}: must be left out, not null", null, reply_to)
+    return message
+
+
+def nests_deeper(value: Any, limit: int) -> bool:
+    """True when objects and arrays in ``value`` nest more than ``limit`` levels."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _validate(model: type[BaseModel], text: str) -> BaseModel:
+    """Validate as the spec's JSON Schema reads the frame: ``"5"`` and ``true`` are not integers,
+    ``5.0`` and ``2**64`` are. Strict JSON mode refuses the coercions; a float that equals
+    an integer is let through by validating again with the integer in its place.
+    """
+    try:
+        return model.model_validate_json(text, strict=True)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if not all(e["type"] == "int_type" and _integral(e["input"]) for e in errors):
+            raise
+        data = pydantic_core.from_json(text)
+        for error in errors:
+            if not _replace(data, error["loc"], int(error["input"])):
+                raise
+    return model.model_validate_json(pydantic_core.to_json(data), strict=True)
+
+
+def _integral(value: object) -> bool:
+    return isinstance(value, float) and value.is_integer()
+
+
+def _replace(data: Any, loc: tuple[int | str, ...], value: int) -> bool:
+    for part in loc[:-1]:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if not loc or not isinstance(data, dict | list):
+        return False
+    data[loc[-1]] = value  # type: ignore[index]
+    return True
+
+
+def _explicit_null(model: BaseModel, prefix: str = "") -> str | None:
+    """Dotted path of the first field sent as ``null``: no field of a client message is nullable."""
+    for name, info in type(model).model_fields.items():
+        if name not in model.model_fields_set:
+            continue
+        value = getattr(model, name)
+        path = f"{prefix}{info.alias or name}"
+        if value is None:
+            return path
+        nested = [(path, value)] if isinstance(value, BaseModel) else []
+        if isinstance(value, list):
+            nested = [(f"{path}.{i}", item) for i, item in enumerate(value) if isinstance(item, BaseModel)]
+        for where, item in nested:
+            found = _explicit_null(item, f"{where}.")
+            if found is not None:
+                return found
+    return None

@@ -86,10 +86,8 @@ class Router:
         self.runs.start(definition, dict(params), conn, reply_to, key)
 
     def subscribe(self, conn: Connection, message: Subscribe) -> None:
-        if message.workflow_id is None and not message.topics:
-            raise ProtocolError(
-                ErrorCode.invalid_message, "subscribe needs workflow_id or topics", "workflow_id", message.id
-            )
+        # Naming neither a run nor topics is valid per the spec: the answer lists the
+        # connection's current topics and changes nothing.
         run = self.runs.get(message.workflow_id, message.id) if message.workflow_id is not None else None
         for topic in message.topics or ():
             self.connections.subscribe_topic(conn, topic)

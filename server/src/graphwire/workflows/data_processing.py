@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from graphwire.graph import AsyncGraph, WebSocketNode
@@ -51,7 +52,10 @@ class Aggregate(WebSocketNode[list[float], dict[str, Any]]):
         return items
 
     async def exec_async(self, prep_res: list[float]) -> dict[str, Any]:
-        total = sum(prep_res)
+        total = math.fsum(prep_res)
+        if not math.isfinite(total):
+            # JSON has no infinity: a sum past the float range is an error, not a result.
+            raise OverflowError("the sum of the data is outside the range of a float")
         return {"count": len(prep_res), "sum": total, "mean": total / len(prep_res)}
 
     async def post_async(self, shared: dict[str, Any], prep_res: list[float], exec_res: dict[str, Any]) -> str | None:
