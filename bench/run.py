@@ -293,6 +293,13 @@ def render(results: dict[str, Any]) -> str:
             f"{r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} | {r['lost']} | {r['duplicates']} | "
             f"{100 * r['server_cpu_share']:.0f}% | {100 * r['client_cpu_share']:.0f}% |"
         )
+    bound = [r for r in rows if r["client_cpu_share"] >= 0.9]
+    if bound:
+        lines += [
+            "",
+            f"{len(bound)} row(s) ran the load generator's core at 90% or more: there the client was the "
+            "limit, and the server's deliveries/s is a lower bound (compare its server CPU).",
+        ]
     lines += ["", "| server | idle connections | KB per idle connection |", "|---|---|---|"]
     for server, sizes in results["idle_kb_per_connection"].items():
         for n, kb in sizes.items():

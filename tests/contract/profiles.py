@@ -22,7 +22,7 @@ if PROFILE not in ("bounded", "fuzz"):
 
 # Examples per property; each test takes a fraction of it (a state machine run costs more
 # than a frame, and the live fuzzers have one property per message and mode).
-SCALE = int(os.environ.get("GRAPHWIRE_CONTRACT_EXAMPLES") or 0) or {"bounded": 200, "fuzz": 5000}[PROFILE]
+SCALE = int(os.environ.get("GRAPHWIRE_CONTRACT_EXAMPLES") or 0) or {"bounded": 300, "fuzz": 5000}[PROFILE]
 # Failing examples are saved here (git-ignored) and replayed first on the next run.
 _DATABASE = DirectoryBasedExampleDatabase(Path(__file__).resolve().parents[2] / "test-artifacts" / "hypothesis")
 

@@ -146,7 +146,7 @@ def workflows(probe: GatewayProbe) -> tuple[str, ...]:
 
 
 @pytest.mark.parametrize("key", KEYS)
-@contract_settings(0.5)
+@contract_settings(1.0)
 @given(data=st.data())
 def test_valid_message_gets_its_spec_reply(
     contract_server: Server,
@@ -170,7 +170,7 @@ def sockets(contract_server: Server, runner: asyncio.Runner) -> Iterator[Sockets
 
 
 @pytest.mark.parametrize("key", KEYS)
-@contract_settings(0.5)
+@contract_settings(1.0)
 @given(data=st.data())
 def test_invalid_message_gets_a_schema_error(
     probe: GatewayProbe, runner: asyncio.Runner, sockets: Sockets, key: str, data: st.DataObject
