@@ -153,6 +153,18 @@ class Client:
         assert started[-1]["type"] == "workflow_started", started[-1]
         return started[-1]
 
+    async def answer(self, request: dict[str, Any], value: str) -> None:
+        """Answer an ``input_request`` with ``{"value": value}``."""
+        await self.send(
+            {
+                "type": "node_input",
+                "workflow_id": request["workflow_id"],
+                "node_id": request["node_id"],
+                "request_id": request["request_id"],
+                "data": {"value": value},
+            }
+        )
+
     async def ping(self, id_: str = "alive") -> None:
         await self.send({"type": "ping", "id": id_})
         pong = await self.until(lambda m: m["type"] == "pong")

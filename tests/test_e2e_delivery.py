@@ -38,15 +38,7 @@ async def test_burst_arrives_as_batches_and_batch_off_gets_single_frames(server:
     single = await connect(server.ws() + "?batch=0")
     await single.send({"type": "subscribe", "workflow_id": wid, "since_seq": 0})
     await single.until(lambda m: m["type"] == "subscribed")
-    await batched.send(
-        {
-            "type": "node_input",
-            "workflow_id": wid,
-            "node_id": "tick",
-            "request_id": request["request_id"],
-            "data": {"value": "go"},
-        }
-    )
+    await batched.answer(request, "go")
     for client in (batched, single):
         events = await client.run_events(wid)
         assert [e["data"]["i"] for e in events if e["type"] == "node_event"] == list(range(1, 301))
@@ -84,15 +76,7 @@ async def test_slow_consumer_is_closed_with_1013_and_others_are_untouched(small_
                     return
 
         reader = asyncio.create_task(read_fast())
-        await starter.send(
-            {
-                "type": "node_input",
-                "workflow_id": wid,
-                "node_id": "tick",
-                "request_id": request["request_id"],
-                "data": {"value": "go"},
-            }
-        )
+        await starter.answer(request, "go")
         await asyncio.wait_for(reader, 60)
         assert ticks == list(range(1, 401)), "the reader that keeps up gets every event"
         slow.transport.resume_reading()
@@ -114,15 +98,7 @@ async def test_fan_out_to_many_watchers(server: Server, tmp_path: Path) -> None:
     for watcher in watchers:
         await watcher.send({"type": "subscribe", "workflow_id": wid, "since_seq": request["seq"]})
     await asyncio.gather(*(w.until(lambda m: m["type"] == "subscribed") for w in watchers))
-    await starter.send(
-        {
-            "type": "node_input",
-            "workflow_id": wid,
-            "node_id": "tick",
-            "request_id": request["request_id"],
-            "data": {"value": "go"},
-        }
-    )
+    await starter.answer(request, "go")
     results = await asyncio.gather(*(w.run_events(wid) for w in watchers))
     for events in results:
         assert_gap_free(events, first=request["seq"] + 1)

@@ -33,15 +33,7 @@ async def test_readme_custom_workflow_registers_and_runs(tmp_path: Path) -> None
         before = await client.until(lambda m: m["type"] == "input_request")
         request = before[-1]
         assert request["options"] == ["yes", "no"]
-        await client.send(
-            {
-                "type": "node_input",
-                "workflow_id": started["workflow_id"],
-                "node_id": request["node_id"],
-                "request_id": request["request_id"],
-                "data": {"value": "yes"},
-            }
-        )
+        await client.answer(request, "yes")
         events = before + await client.run_events(started["workflow_id"])
         assert events[-1]["result"] == {"words": 3}
         assert any(e["type"] == "node_event" and e["event"] == "cache_hit" for e in events)

@@ -183,7 +183,8 @@ class GatewayRunContext:
             run.append(Result, node_id=node_id, data=data)
         else:
             run.append(NodeEvent, node_id=node_id, event=update_type, data=data)
-        # Let the writers run between events of a tight loop, as a real await would.
+        # Yield between events of a tight loop, as a real await would, so the flusher and
+        # other runs get the loop.
         await asyncio.sleep(0)
 
     async def request_input(
