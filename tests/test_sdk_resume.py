@@ -156,10 +156,14 @@ async def test_drops_mid_run_lose_and_repeat_nothing(server: Server, proxy: Drop
                 await asyncio.sleep(rng.uniform(0, 0.01))
                 cut_at.append(numbers.last_seq)
                 proxy.drop()
+                # The next cut waits for the new connection: a cut while the client is
+                # still between connections would cut nothing.
+                while len(reconnected) < len(cut_at):
+                    await asyncio.sleep(0.002)
 
         cutter = asyncio.create_task(cut_randomly())
         mine = await asyncio.gather(collect(numbers), collect(chat))
-        await cutter
+        await asyncio.wait_for(cutter, 10)
         theirs = await asyncio.gather(*(collect(run) for run in watched))
         for events, expected in zip(mine, theirs, strict=True):
             assert_gap_free(events)
