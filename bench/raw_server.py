@@ -1,9 +1,10 @@
 """The baseline: a bare ``websockets`` server that fans out with ``websockets.broadcast()``.
 
 It speaks just enough of graphwire's protocol for the load generator (``start_workflow``
-of a ``ticker`` with ``wait_for_go``, ``subscribe``, ``node_input``) and sends the very
-same tick frames, pre-encoded once per event, so both servers are measured on identical
-bytes. This is the ceiling a plain Python send loop reaches.
+of a ``ticker`` with ``wait_for_go``, ``subscribe``, ``node_input``) and fans out the
+same frames to the watchers (``input_answered``, the ticks, ``workflow_completed``),
+pre-encoded once per event, so both servers are measured on the same bytes. This is the
+ceiling a plain Python send loop reaches.
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ async def handler(ws: ServerConnection) -> None:
                 )
             elif kind == "node_input":
                 run = RUNS[msg["workflow_id"]]
+                # graphwire tells every watcher that the input was answered; so does this.
+                answered = {"node_id": "tick", "request_id": "req_go", "data": msg.get("data")}
+                broadcast(run.subscribers, run.frame(type="input_answered", **answered))
                 await ws.send(orjson.dumps({"type": "ack", "reply_to": reply_to, "command": "node_input"}).decode())
                 asyncio.get_running_loop().create_task(run.tick())
             elif kind == "ping":

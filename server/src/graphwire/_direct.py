@@ -5,10 +5,16 @@ message (``protocol.send_text``) and hands the bytes to the transport. Through A
 same write also builds a message dict, creates two coroutines (``send`` and the
 ``writable`` wait inside it) and re-checks the handshake state, which at thousands of
 sockets per flush is a fifth of the cost. For uvicorn's ``websockets-sansio`` protocol
-(the default with ``websockets`` installed) this does what ``broadcast()`` does, under the
-same conditions uvicorn's own ``send`` checks. When the protocol is anything else, or a
-check fails (writing paused, closing), the caller uses the ASGI ``send`` as before;
-``server/tests/test_direct.py`` fails if a uvicorn upgrade silently disables the path.
+(the default with ``websockets`` installed) this writes the frame itself, under the same
+conditions uvicorn's own ``send`` and websockets' ``send_text`` check. When the protocol
+is anything else, or a check fails (writing paused, closing), the caller uses the ASGI
+``send`` as before; ``server/tests/test_direct.py`` fails if a uvicorn upgrade silently
+disables the path.
+
+A server's frames are not masked, so without a negotiated extension (permessage-deflate
+is off by default) the bytes of one message are the same on every connection: fan-out
+frames each event once, with websockets' own ``Frame.serialize``, and reuses the bytes
+for every subscriber of that event.
 """
 
 from __future__ import annotations
@@ -16,10 +22,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["direct_text_writer"]
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+__all__ = ["direct_text_writer", "framed"]
 
 _PROTOCOL = "WebSocketsSansIOProtocol"
 _ATTRIBUTES = ("conn", "transport", "writable", "disconnected", "close_sent", "handshake_complete", "initial_response")
+
+# The last text framed, and its frame: fan-out writes one frame to many sockets in a row.
+_last_text = ""
+_last_frame = Frame(Opcode.TEXT, b"").serialize(mask=False, extensions=[])
+
+
+def framed(text: str) -> bytes:
+    """``text`` as one unmasked, unfragmented text frame, as websockets serialises it."""
+    global _last_text, _last_frame
+    if text is not _last_text:
+        _last_frame = Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
+        _last_text = text
+    return _last_frame
 
 
 def direct_text_writer(send: Callable[..., Any]) -> Callable[[str], bool] | None:
@@ -42,8 +64,14 @@ def direct_text_writer(send: Callable[..., Any]) -> Callable[[str], bool] | None
         ):
             return False
         conn = protocol.conn
-        conn.send_text(text.encode())
-        protocol.transport.write(b"".join(conn.data_to_send()))
+        if conn.state is not State.OPEN or conn.extensions or conn.writes or conn.expect_continuation_frame:
+            if conn.state is not State.OPEN:
+                return False
+            # An extension frames per connection; pending bytes must leave first.
+            conn.send_text(text.encode())
+            protocol.transport.write(b"".join(conn.data_to_send()))
+            return True
+        protocol.transport.write(framed(text))
         return True
 
     return write

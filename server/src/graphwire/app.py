@@ -65,8 +65,8 @@ class Gateway:
     def __init__(self, settings: Settings, registry: WorkflowRegistry) -> None:
         self.settings = settings
         self.registry = registry
-        self.connections = ConnectionManager(settings.flush_window_ms / 1000.0)
-        self.runs = RunManager(settings)
+        self.connections = ConnectionManager(settings.flush_quiet_ms / 1000.0)
+        self.runs = RunManager(settings, self.connections.flusher)
         self.router = Router(registry, self.runs, self.connections)
 
     async def serve(self, ws: WebSocket, table: dict[str, type[BaseModel]], send: Send) -> None:

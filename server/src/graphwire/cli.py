@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         ws_ping_interval=settings.ping_interval or None,
         ws_ping_timeout=settings.ping_timeout or None,
         ws_per_message_deflate=settings.permessage_deflate,
+        # Thousands of watchers connect at once; uvicorn's default backlog (2048) makes the
+        # rest retry their SYN a second later. The kernel caps it at net.core.somaxconn.
+        backlog=settings.backlog,
         # Access lines would carry the `token` query parameter once auth exists.
         access_log=False,
     )

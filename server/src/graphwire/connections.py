@@ -1,10 +1,10 @@
 """Connections, their bounded send queues, groups and topic fan-out.
 
-A frame reaches this module already serialised (once per event); fan-out only appends
-the same ``str`` to each subscriber's queue. Each connection has one writer task that
-drains its queue: when several frames wait, they leave as one spec'd ``batch`` frame,
-built by joining the already-encoded frames, so a burst costs one system call per
-connection instead of one per event.
+A frame reaches this module already serialised (once per event); fan-out hands the same
+``str`` to every subscriber. On a calm loop it is written at once; under flat-out load
+(see ``Flusher``) it is queued, and when several frames wait for one connection they
+leave as one spec'd ``batch`` frame, built by joining the already-encoded frames, so a
+burst costs one system call per connection instead of one per event.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,53 +31,101 @@ SendText = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
 
 _BATCH_HEAD = '{"type":"batch","messages":['
-# New fan-out frames this soon after a flush mean their producers never paused.
+# New fan-out frames this soon after a write mean their producers never paused.
 _BUSY_GAP = 0.002
 
 
 class Flusher:
-    """Writes out every connection with waiting frames, at most once per cycle.
+    """Decides, once per fan-out event, whether its frames leave now or together later.
 
-    Fan-out appends a frame to many queues; writing each frame to each socket at once
-    costs one socket write per event per subscriber, the ceiling of a plain send loop.
-    Instead a connection with new frames is marked dirty, and a flush writes every dirty
-    connection once: all that waits leaves as one ``batch`` frame.
+    Writing each frame to each socket at once costs one socket write per event per
+    subscriber, the ceiling of a plain send loop. But most of the time events are apart
+    (a token every few ms, a tick every second): then waiting only adds latency, and an
+    event is written to every subscriber at once.
 
-    When the loop is calm, a flush comes ``window`` seconds after the first new frame.
-    When new frames arrive within 2 ms of the previous flush (producers running
-    back to back: flat-out fan-out), the next flush waits as long as the last one took,
-    up to ``max_delay``: producers and writers then get equal time, and more frames share
-    each write instead of the loop spending itself on one write per frame.
+    When an event comes within 2 ms of the previous write (producers running back to
+    back: flat-out fan-out), its frames are queued and the connections marked dirty
+    instead; one flush later writes each dirty connection once, with all that waits as
+    one ``batch`` frame. The flush comes when the producers have been quiet for ``quiet``
+    seconds, or at the latest as long after the first waiting event as the last write
+    took (at most ``max_delay``): producers and writers then get equal time, and more
+    frames share each write as load grows. A lone event after a write is held for
+    ``quiet`` only, never for a whole write's time. ``quiet`` 0 turns coalescing off.
     """
 
-    def __init__(self, window: float, max_delay: float = 0.2) -> None:
-        self.window = window
+    def __init__(self, quiet: float, max_delay: float = 0.2, busy_gap: float = _BUSY_GAP) -> None:
+        self.quiet = quiet
         self.max_delay = max_delay
+        self.busy_gap = busy_gap
         self.last_cost = 0.0
-        self._last_end = float("-inf")
+        self._last_end = float("-inf")  # when the last write of every dirty connection ended
+        self._last_event = 0.0  # when the last queued event finished fanning out
+        self._started = 0.0
+        self._deadline = 0.0
         self._dirty: list[Connection] = []
-        self._timer: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    # time.perf_counter, not loop.time(): uvloop's clock counts whole milliseconds.
+    def begin(self) -> bool:
+        """Called once before an event fans out. True: write it now; False: queue and mark."""
+        if self._timer is not None:
+            return False
+        now = time.perf_counter()
+        if self.quiet <= 0 or now - self._last_end >= self.busy_gap:
+            self._started = now
+            return True
+        self._deadline = now + min(self.last_cost, self.max_delay)
+        self._timer = asyncio.get_running_loop().call_later(self.quiet, self._look)
+        return False
+
+    def end(self, at_once: bool) -> None:
+        """Called after an event fanned out; ``at_once`` is what ``begin`` returned."""
+        now = time.perf_counter()
+        if at_once:
+            self._last_end = now
+            self.last_cost = now - self._started
+        else:
+            self._last_event = now
 
     def mark(self, conn: Connection) -> None:
         self._dirty.append(conn)
-        if self._timer is None:
-            loop = asyncio.get_running_loop()
-            # New frames right after a flush mean producers run back to back (flat out).
-            busy = loop.time() - self._last_end < _BUSY_GAP
-            delay = min(self.last_cost, self.max_delay) if busy else self.window
-            # call_soon for no delay: event-loop timers round up to whole milliseconds.
-            self._timer = loop.call_later(delay, self._flush) if delay > 0 else loop.call_soon(self._flush)
+        if self._timer is None:  # queued outside a fan-out: flush at the first look
+            self._deadline = 0.0
+            self._timer = asyncio.get_running_loop().call_later(self.quiet, self._look)
 
-    def _flush(self) -> None:
+    def _look(self) -> None:
+        # Timers run before ready callbacks, so a producer that yields between events
+        # has not had its turn yet: quiet means no event for `quiet`, not none since the
+        # last look.
+        now = time.perf_counter()
+        idle = now - self._last_event
+        if now < self._deadline and idle < self.quiet:
+            self._timer = asyncio.get_running_loop().call_later(self.quiet - idle, self._look)
+            return
         self._timer = None
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        self._started = now
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.marked = False
             conn.kick()
-        self._last_end = loop.time()
-        self.last_cost = self._last_end - started
+        self.end(True)
+
+    def fan_out(self, conns: Iterable[Connection], frame: str) -> int:
+        """Send one encoded frame to ``conns``; returns how many there were."""
+        at_once = self.begin()
+        count = 0
+        for conn in conns:
+            conn.enqueue(frame, urgent=at_once)
+            count += 1
+        self.end(at_once)
+        return count
+
+    def fan_out_run_event(self, conns: Iterable[Connection], workflow_id: str, seq: int, frame: str) -> None:
+        """Send event ``seq`` of a run to its subscribers that do not have it yet."""
+        at_once = self.begin()
+        for conn in conns:
+            conn.deliver_run_event(workflow_id, seq, frame, at_once)
+        self.end(at_once)
 
 
 @dataclass(eq=False, slots=True)
@@ -114,8 +162,8 @@ class Connection:
     def enqueue(self, frame: str, urgent: bool = True) -> None:
         """Queue one encoded frame; never blocks. A full queue closes the connection.
 
-        ``urgent`` frames (direct replies) start the writer now; fan-out frames wait for
-        the flusher's cycle so that they leave together.
+        ``urgent`` frames (direct replies, fan-out on a calm loop) are written now; the
+        others wait for the flusher's next flush so that they leave together.
         """
         if self.closed:
             return
@@ -139,12 +187,12 @@ class Connection:
             self.marked = True
             self.flusher.mark(self)
 
-    def deliver_run_event(self, workflow_id: str, seq: int, frame: str) -> None:
+    def deliver_run_event(self, workflow_id: str, seq: int, frame: str, at_once: bool) -> None:
         last = self.runs.get(workflow_id)
         if last is None or seq <= last:
             return
         self.runs[workflow_id] = seq
-        self.enqueue(frame, urgent=False)
+        self.enqueue(frame, urgent=at_once)
 
     def kick(self) -> None:
         """Send what waits now; a task takes over only if the socket pushes back."""
@@ -217,8 +265,8 @@ class Connection:
 class ConnectionManager:
     """Every live connection of this gateway process, by client id, group and topic."""
 
-    def __init__(self, flush_window: float = 0.0) -> None:
-        self.flusher = Flusher(flush_window)
+    def __init__(self, flush_quiet: float = 0.001) -> None:
+        self.flusher = Flusher(flush_quiet)
         self.connections: dict[str, Connection] = {}
         self.groups: dict[str, set[Connection]] = {}
         self.topics: dict[str, set[Connection]] = {}
@@ -268,9 +316,7 @@ class ConnectionManager:
         if not members:
             return 0
         frame = encode(SystemAlert(type="system_alert", group=group, message=message, level=level, timestamp=now()))
-        for conn in members:
-            conn.enqueue(frame, urgent=False)
-        return len(members)
+        return self.flusher.fan_out(members, frame)
 
     def publish(self, topic: str, data: dict[str, Any]) -> int:
         """Send ``topic_message`` to the subscribers of ``topic``; returns how many got it."""
@@ -278,9 +324,7 @@ class ConnectionManager:
         if not members:
             return 0
         frame = encode(TopicMessage(type="topic_message", topic=topic, data=data, timestamp=now()))
-        for conn in members:
-            conn.enqueue(frame, urgent=False)
-        return len(members)
+        return self.flusher.fan_out(members, frame)
 
     def metrics(self) -> dict[str, Any]:
         """The seed's ``/ws/metrics`` fields."""

@@ -43,7 +43,7 @@ from graphwire._generated.messages import (
     WorkflowFailed,
     WorkflowStarted,
 )
-from graphwire.connections import Connection
+from graphwire.connections import Connection, Flusher
 from graphwire.graph import InputTimeout, use_run_context
 from graphwire.protocol import ProtocolError, encode, now
 from graphwire.registry import WorkflowDefinition
@@ -81,6 +81,7 @@ class Run:
     workflow_id: str
     workflow: str
     max_log: int
+    flusher: Flusher
     status: RunStatus = RunStatus.running
     log: deque[tuple[int, str]] = field(default_factory=deque)
     last_seq: int = 0
@@ -109,8 +110,8 @@ class Run:
         self.log.append((seq, frame))
         if len(self.log) > self.max_log:
             self.log.popleft()
-        for conn in self.subscribers:
-            conn.deliver_run_event(self.workflow_id, seq, frame)
+        if self.subscribers:
+            self.flusher.fan_out_run_event(self.subscribers, self.workflow_id, seq, frame)
         return frame
 
     def snapshot(self) -> RunSnapshot:
@@ -219,8 +220,9 @@ def _fingerprint(workflow: str, params: dict[str, Any]) -> str:
 class RunManager:
     """Every run this gateway owns; starts, answers, cancels and forgets them."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, flusher: Flusher) -> None:
         self.settings = settings
+        self.flusher = flusher
         self.runs: dict[str, Run] = {}
         self._idempotency: dict[str, tuple[str, str]] = {}
 
@@ -264,7 +266,7 @@ class RunManager:
                         starter.enqueue(self._started_reply(existing, reply_to))
                         self._replay(starter, existing, max(1, starter.runs.get(existing.workflow_id, 0)))
                     return existing
-        run = Run(f"run_{uuid.uuid4().hex}", definition.name, self.settings.run_log_max_events)
+        run = Run(f"run_{uuid.uuid4().hex}", definition.name, self.settings.run_log_max_events, self.flusher)
         self.runs[run.workflow_id] = run
         if idempotency_key is not None:
             self._idempotency[idempotency_key] = (_fingerprint(definition.name, validated), run.workflow_id)

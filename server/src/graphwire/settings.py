@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     ping_interval: float = Field(default=20.0, ge=0)
     ping_timeout: float = Field(default=20.0, ge=0)
     max_connections: int = Field(default=50_000, ge=1)
+    # Pending TCP connections the listening socket holds (capped by net.core.somaxconn).
+    backlog: int = Field(default=4096, ge=1)
     # Outbound queue bounds per connection; past either, the slow consumer is closed with 1013.
     send_queue_max_messages: int = Field(default=10_000, ge=1)
     send_queue_max_bytes: int = Field(default=16 * 1_048_576, ge=1024)
@@ -29,9 +31,10 @@ class Settings(BaseSettings):
     batch_min_messages: int = Field(default=4, ge=2)
     batch_max_messages: int = Field(default=256, ge=1)
     batch_max_bytes: int = Field(default=512 * 1024, ge=1024)
-    # Fan-out frames wait up to this long so that each connection's waiting frames leave
-    # in one write (see connections.Flusher); 0 flushes at the next loop iteration.
-    flush_window_ms: float = Field(default=0.5, ge=0, le=100)
+    # Under flat-out fan-out, frames wait until producers have been quiet this long, so
+    # that each connection's waiting frames leave in one write (see connections.Flusher);
+    # 0 writes every frame at once (no coalescing).
+    flush_quiet_ms: float = Field(default=1.0, ge=0, le=100)
     # How long a finished run's log stays for late joiners and resumes.
     run_retention_seconds: float = Field(default=3600.0, ge=0)
     # Longest log kept per run; older events are dropped and resumes get `log_truncated`.
