@@ -1,4 +1,4 @@
-"""Workflows that only the tests register: a node that raises, and a slow ticker."""
+"""Workflows that only the tests register: a node that raises, a slow ticker, a picky one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from graphwire.graph import AsyncGraph, WebSocketNode
-from graphwire.registry import WorkflowRegistry
+from graphwire.registry import ParamsError, WorkflowRegistry
 
 
 class BoomParams(BaseModel):
@@ -55,3 +55,12 @@ class Tick(WebSocketNode[tuple[int, float], int]):
 def register(registry: WorkflowRegistry) -> None:
     registry.register("boom", lambda: AsyncGraph(Boom(node_id="boom")), params=BoomParams, result=Empty)
     registry.register("tick", lambda: AsyncGraph(Tick(node_id="tick")), params=TickParams, result=Empty)
+    registry.register(
+        "even_tick", lambda: AsyncGraph(Tick(node_id="tick")), params=TickParams, result=Empty, check=even_count
+    )
+
+
+def even_count(params: dict[str, Any]) -> None:
+    """A check a JSON Schema could say, but here in code: ``count`` must be even."""
+    if params["count"] % 2:
+        raise ParamsError("count", "must be even")

@@ -373,3 +373,28 @@ def test_subscribe_naming_nothing_lists_current_topics(connect: Connect) -> None
     frames.recv()
     frames.send({"type": "subscribe", "id": "n"})
     assert frames.recv() == {"type": "subscribed", "reply_to": "n", "topics": ["a"]}
+
+
+def test_a_workflow_check_refuses_params_with_a_typed_error_and_nothing_starts(connect: Connect) -> None:
+    frames = connect()
+    frames.send({"type": "start_workflow", "id": "odd", "workflow": "even_tick", "params": {"count": 3}})
+    refused = frames.recv()
+    assert (refused["type"], refused["code"], refused["path"], refused["reply_to"]) == (
+        "error",
+        "invalid_params",
+        "params.count",
+        "odd",
+    )
+    assert refused["message"] == "params.count: must be even"
+    frames.ping("still-here")  # the socket goes on; no run event came before the pong
+    started = start(frames, "even_tick", {"count": 2, "delay_ms": 0}, id_="even")
+    assert run_events(frames, started["workflow_id"])[-1]["type"] == "workflow_completed"
+
+
+def test_data_whose_sum_overflows_is_refused_at_start(connect: Connect) -> None:
+    frames = connect()
+    frames.send(
+        {"type": "start_workflow", "id": "big", "workflow": "data_processing", "params": {"data": [1e308, 1e308]}}
+    )
+    refused = frames.recv()
+    assert (refused["code"], refused["path"]) == ("invalid_params", "params.data")

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from contract.catalog import SPEC
 from contract.frames import NESTING_LIMIT, judge
-from contract.oracle import TERMINAL, RunView
+from contract.oracle import TERMINAL
 from contract.wire import connected
 from graphwire import Settings, WorkflowRegistry, create_app, register_builtin_workflows
 from graphwire_codegen import schema_validator
@@ -152,17 +152,34 @@ async def test_idempotent_repeat_delivers_the_whole_run(contract_server: Server)
         assert [m["seq"] for m in second.received if m.get("workflow_id") == wid] == [1, 2, 3, 4]
 
 
-async def test_data_processing_result_keeps_its_schema_on_overflow(contract_server: Server) -> None:
-    """Found by the workflow property: two numbers whose sum passes the largest double."""
+@pytest.mark.parametrize(
+    "data",
+    [[1e308, 1e308], [4.360911076333363e294, 1.7976931348622722e308], [-1.7e308, -1.7e308, 1.0]],
+    ids=["intermediate-overflow", "rounds-past-max", "negative"],
+)
+async def test_data_whose_sum_passes_the_float_range_is_refused_at_start(
+    contract_server: Server, data: list[float]
+) -> None:
+    """Found by the workflow property (twice): numbers whose sum passes the largest double.
+
+    JSON has no infinity, so there is no result to send: `start_workflow` gets
+    `invalid_params` on `params.data`, no run starts, and the socket goes on serving.
+    """
     async with connected(contract_server) as client:
-        client.view = RunView(known_gaps=False)
-        started = await client.request(
-            {"type": "start_workflow", "workflow": "data_processing", "params": {"data": [1e308, 1e308]}}
+        answer = await client.request(
+            {"type": "start_workflow", "workflow": "data_processing", "params": {"data": data}}
         )
-        wid = started["workflow_id"]
-        end = await client.seen_or_until(lambda m: m["type"] in TERMINAL and m["workflow_id"] == wid)
-        # Either a result that keeps DataProcessingResult (RunView checks it) or a failure that says why.
-        assert end["type"] in ("workflow_completed", "workflow_failed"), end
+        assert answer["type"] == "error", answer
+        assert (answer["code"], answer["path"]) == ("invalid_params", "params.data")
+        assert "range of a float" in answer["message"]
+        assert not [m for m in await client.barrier() if m.get("type") == "workflow_started"]
+        fine = await client.request(
+            {"type": "start_workflow", "workflow": "data_processing", "params": {"data": [1e308, -1e308, 2.0]}}
+        )
+        assert fine["type"] == "workflow_started", fine
+        end = await client.seen_or_until(lambda m: m["type"] in TERMINAL and m["workflow_id"] == fine["workflow_id"])
+        assert end["type"] == "workflow_completed", end
+        assert end["result"]["sum"] == 2.0
 
 
 def test_a_closed_socket_stops_being_a_subscriber_of_its_runs() -> None:

@@ -6,7 +6,7 @@
  * once do not come back in lockstep. The same function as the Python SDK's `backoff_delay`.
  */
 
-/** How `GraphwireClient` reconnects after a drop. */
+/** How `GraphwireClient` retries `connect()` and reconnects after a drop. */
 export interface ReconnectPolicy {
   /** Consecutive failed connection attempts before giving up (at least 1). Default 8. */
   maxAttempts: number;

@@ -73,7 +73,10 @@ export type ResultOf<W extends string> = W extends keyof Workflows ? Workflows[W
 export interface ClientOptions {
   /** A JWT; sent as `Authorization: Bearer` (Node) or the `bearer.<token>` subprotocol (browsers). */
   token?: string;
-  /** Reconnect after a drop (default: 8 attempts, 250 ms base, 5 s cap), or `false` to fail at once. */
+  /**
+   * Retry `connect()` and reconnect after a drop (default: 8 attempts, 250 ms base, 5 s
+   * cap), or `false` for one connection attempt and no reconnect.
+   */
   reconnect?: Partial<ReconnectPolicy> | false;
   /** Validate every inbound frame against the spec with ajv; invalid ones are dropped (`invalid_frame`). */
   validate?: boolean;
@@ -202,7 +205,15 @@ export class GraphwireClient {
     this.events.off(type, handler);
   }
 
-  /** Open the connection; resolves with the server's `connected` greeting. One attempt. */
+  /**
+   * Open the connection, retrying per the `reconnect` policy; resolves with the server's
+   * `connected` greeting. The first attempt starts at once, each retry after a full-jitter
+   * backoff delay, as the Python SDK's `connect()`. Rejects with `ConnectionLost` after
+   * `maxAttempts` failed attempts (`cause`: the last failure), at once with
+   * `ConnectionRejected` when the server refuses the client for good (4001, 4003, 1008,
+   * 1009), and with `ClientClosed` when `close()` is called meanwhile. With
+   * `reconnect: false` it is one attempt, which rejects with that attempt's error.
+   */
   connect(): Promise<Connected> {
     if (this.closed) {
       return Promise.reject(new ClientClosed());
@@ -216,22 +227,11 @@ export class GraphwireClient {
     if (this.currentState === "connecting") {
       return this.untilConnected();
     }
-    const attempt = (async () => {
-      this.setState("connecting", 0);
-      try {
-        const greeting = await this.open();
-        this.setState("connected", 0);
-        this.core.resume();
-        return greeting;
-      } catch (error) {
-        this.setState("disconnected", 1, asError(error));
-        throw error;
-      } finally {
-        this.connecting = undefined;
-      }
-    })();
-    this.connecting = attempt;
-    return attempt;
+    const connecting = this.establish().finally(() => {
+      this.connecting = undefined;
+    });
+    this.connecting = connecting;
+    return connecting;
   }
 
   /**
@@ -381,6 +381,9 @@ export class GraphwireClient {
     if (this.options.validate === true && this.validator === undefined) {
       const { createValidator } = await import("./validate.js");
       this.validator = createValidator();
+      if (this.closed) {
+        throw new ClientClosed(); // closed while the validator loaded, before abortOpen was set
+      }
     }
     const generation = ++this.generation;
     let greeted: (greeting: Connected) => void = () => {};
@@ -484,44 +487,59 @@ export class GraphwireClient {
       this.giveUp(new ConnectionLost("the connection dropped and reconnect is off", 0, { cause }), 0);
       return;
     }
-    void this.reconnect(this.policy, cause);
+    // establish() has already failed the core and announced `disconnected` when it rejects.
+    this.establish(cause).catch(() => {});
   }
 
-  private async reconnect(policy: ReconnectPolicy, cause: Error): Promise<void> {
-    let lastError: Error = cause;
-    this.setState("connecting", 0, cause);
-    for (let attempt = 0; attempt < policy.maxAttempts; attempt++) {
-      await this.sleep(backoffDelay(attempt, policy));
+  /**
+   * The connection loop of both `connect()` and the reconnect after a drop (`dropped`
+   * names the drop): state `connecting`, then attempts per the policy until one is
+   * greeted (state `connected`, queued commands go out) or the client gives up (the core
+   * fails, state `disconnected`, and the returned promise rejects with the reason).
+   *
+   * Counting as the Python SDK: the delay before an attempt is `backoffDelay(failures)`,
+   * `failures` being the failed attempts so far, except that a first connection makes its
+   * first attempt at once (a reconnect waits `backoffDelay(0)` first). `maxAttempts`
+   * failed attempts in a row end with `ConnectionLost`; without a policy there is one
+   * attempt, and its error is the reason.
+   */
+  private async establish(dropped?: Error): Promise<Connected> {
+    const policy = this.policy;
+    const maxAttempts = policy?.maxAttempts ?? 1;
+    let lastError: Error | undefined = dropped;
+    this.setState("connecting", 0, dropped);
+    for (let failures = 0; failures < maxAttempts; failures++) {
+      if (policy !== undefined && (failures > 0 || dropped !== undefined)) {
+        await this.sleep(backoffDelay(failures, policy));
+      }
       if (this.closed) {
-        return;
+        throw new ClientClosed();
       }
       try {
-        await this.open();
+        const greeting = await this.open();
+        this.setState("connected", 0);
+        this.core.resume();
+        return greeting;
       } catch (error) {
         if (this.closed) {
-          return;
+          throw new ClientClosed();
         }
         lastError = asError(error);
-        if (error instanceof ConnectionRejected) {
-          this.giveUp(error, attempt + 1);
-          return;
+        if (error instanceof ConnectionRejected || policy === undefined) {
+          this.giveUp(asGraphwireError(error), failures + 1);
+          throw error;
         }
-        continue;
       }
-      this.setState("connected", 0);
-      this.core.resume();
-      return;
     }
-    this.giveUp(
-      new ConnectionLost(
-        `gave up after ${policy.maxAttempts} failed reconnect attempts to ${this.url}`,
-        policy.maxAttempts,
-        {
-          cause: lastError,
-        },
-      ),
-      policy.maxAttempts,
+    const lost = new ConnectionLost(
+      dropped === undefined
+        ? `could not connect to ${this.url} after ${maxAttempts} attempts`
+        : `gave up after ${maxAttempts} failed reconnect attempts to ${this.url}`,
+      maxAttempts,
+      { cause: lastError },
     );
+    this.giveUp(lost, maxAttempts);
+    throw lost;
   }
 
   private giveUp(error: GraphwireError, attempt: number): void {

@@ -326,6 +326,56 @@ describe("GraphwireClient over a fake transport", () => {
     await client.close();
   });
 
+  it("connect() stops at once on a refusing close code: ConnectionRejected, no retry", async () => {
+    let attempts = 0;
+    const transport: Transport = async (_url, events) => {
+      attempts++;
+      setImmediate(() => events.close(4003, "forbidden origin"));
+      return { send: () => {}, close: async () => {} };
+    };
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", {
+      transport,
+      reconnect: { maxAttempts: 5, baseDelayMs: 1, maxDelayMs: 1 },
+    });
+    const states: StateChange[] = [];
+    client.on("state", (change) => states.push(change));
+    await assert.rejects(
+      client.connect(),
+      (error: unknown) => error instanceof ConnectionRejected && error.closeCode === 4003,
+    );
+    await settle();
+    assert.equal(attempts, 1);
+    assert.deepEqual(
+      states.map((s) => [s.newState, s.attempt]),
+      [
+        ["connecting", 0],
+        ["disconnected", 1],
+      ],
+    );
+    assert.ok(states.at(-1)?.error instanceof ConnectionRejected);
+    await client.close();
+  });
+
+  it("connect() retries a failed first attempt, then resolves with the greeting", async () => {
+    const fake = fakeTransport();
+    let attempts = 0;
+    const transport: Transport = async (url, events, options) => {
+      attempts++;
+      if (attempts < 3) {
+        throw new SocketOpenFailed(url, 1006, "connection refused");
+      }
+      return fake.transport(url, events, options);
+    };
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", {
+      transport,
+      reconnect: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 1 },
+    });
+    assert.equal((await client.connect()).client_id, "cl_1");
+    assert.equal(attempts, 3);
+    assert.equal(client.state, "connected");
+    await client.close();
+  });
+
   it("maps refused answers to InputRejected", async () => {
     const fake = fakeTransport();
     const client = new GraphwireClient("ws://gateway.test/ws/workflow", { transport: fake.transport });
@@ -380,7 +430,10 @@ describe("the default transport", () => {
 
   it("sends nothing extra without a token", async () => {
     const calls: unknown[][] = [];
-    const client = new GraphwireClient("ws://gateway.test/ws/workflow", { WebSocket: recordingWebSocket(calls) });
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", {
+      WebSocket: recordingWebSocket(calls),
+      reconnect: false, // one attempt: connect() rejects with its error
+    });
     await assert.rejects(client.connect(), SocketOpenFailed);
     assert.deepEqual(calls, [["ws://gateway.test/ws/workflow"]]);
     await client.close();

@@ -16,7 +16,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, field_validator
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from graphwire._direct import direct_text_writer
 from graphwire._generated.messages import CloseCode, Connected, ErrorCode
@@ -153,27 +153,26 @@ def _text_sender(send: Send) -> Callable[[str], Awaitable[None]]:
     return send_text
 
 
-class SocketEndpoints:
-    """Pure ASGI middleware that serves the gateway's sockets itself.
+class GatewayApp(FastAPI):
+    """FastAPI for HTTP; the gateway's sockets are served before its middleware stack.
 
     A socket lives for hours and thousands are open at once. Routed through FastAPI, each
-    would keep the exception middleware's, the router's and an ``AsyncExitStack``'s frames
-    alive for its whole life (several KB per idle connection) for features the sockets do
-    not use; this keeps only Starlette's ``WebSocket``.
+    would keep the error middleware's, the exception middleware's, the router's and an
+    ``AsyncExitStack``'s frames alive for its whole life (several KB per idle connection)
+    for features the sockets do not use; served here, only Starlette's ``WebSocket`` stays.
     """
 
-    def __init__(self, app: ASGIApp, gateway: Gateway, endpoints: dict[str, dict[str, type[BaseModel]]]) -> None:
-        self.app = app
-        self.gateway = gateway
-        self.endpoints = endpoints
+    gateway: Gateway
+    socket_tables: dict[str, dict[str, type[BaseModel]]]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            table = self.endpoints.get(scope["path"])
+            table = self.socket_tables.get(scope["path"])
             if table is not None:
+                scope["app"] = self
                 await self.gateway.serve(WebSocket(scope, receive, send), table, send)
                 return
-        await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 class BroadcastRequest(BaseModel):
@@ -226,12 +225,10 @@ def create_app(settings: Settings | None = None, registry: WorkflowRegistry | No
             expire.cancel()
             await gateway.runs.shutdown()
 
-    app = FastAPI(title="graphwire", version="0.1.0", lifespan=lifespan)
+    app = GatewayApp(title="graphwire", version="0.1.0", lifespan=lifespan)
     app.state.gateway = gateway
-
-    app.add_middleware(
-        SocketEndpoints, gateway=gateway, endpoints={"/ws/workflow": WORKFLOW_MESSAGES, "/ws/chat": CHAT_MESSAGES}
-    )
+    app.gateway = gateway
+    app.socket_tables = {"/ws/workflow": WORKFLOW_MESSAGES, "/ws/chat": CHAT_MESSAGES}
 
     @app.get("/ws/health")
     async def health() -> dict[str, Any]:

@@ -155,7 +155,8 @@ class Connection:
     sent_frames: int = 0
     closed: bool = False
     marked: bool = False  # waiting for the flusher's next cycle
-    _queue: deque[str] = field(default_factory=deque)
+    # Created when a frame has to wait, dropped once drained: idle sockets hold no deque.
+    _queue: deque[str] | None = None
     _queued_bytes: int = 0
     _writer: asyncio.Task[None] | None = None
 
@@ -167,13 +168,25 @@ class Connection:
         """
         if self.closed:
             return
-        self._queue.append(frame)
+        queue = self._queue
+        if queue is None:
+            # Nothing waits and no send is in flight: an urgent frame goes straight out.
+            if urgent and self._writer is None and self.write_now is not None:
+                try:
+                    if self.write_now(frame):
+                        self.sent_frames += 1
+                        return
+                except Exception:  # the socket went away; the reader notices and cleans up
+                    self.closed = True
+                    return
+            queue = self._queue = deque()
+        queue.append(frame)
         self._queued_bytes += len(frame)
         if (
-            len(self._queue) > self.settings.send_queue_max_messages
+            len(queue) > self.settings.send_queue_max_messages
             or self._queued_bytes > self.settings.send_queue_max_bytes
         ):
-            self._queue.clear()
+            queue.clear()
             self._queued_bytes = 0
             self.closed = True
             log.warning("client %s is too slow; closing with 1013", self.client_id)
@@ -210,6 +223,8 @@ class Connection:
                     return
         except Exception:  # the socket went away; the reader notices and cleans up
             self.closed = True
+        if not self._queue:
+            self._queue = None
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
@@ -217,6 +232,7 @@ class Connection:
 
     def _take(self) -> str:
         queue = self._queue
+        assert queue is not None  # callers check that frames wait
         # A few waiting frames go one by one (cheap, and simplest for plain clients); a
         # backlog, which is what fan-out under load builds, leaves as one batch frame.
         if not self.batching or len(queue) < self.settings.batch_min_messages:
@@ -252,6 +268,8 @@ class Connection:
             self.closed = True
         finally:
             self._writer = None
+            if not self._queue:
+                self._queue = None
 
     async def stop(self) -> None:
         self.closed = True

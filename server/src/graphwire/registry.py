@@ -5,14 +5,25 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
 from graphwire.graph import AsyncGraph
 
-__all__ = ["WorkflowDefinition", "WorkflowRegistry"]
+__all__ = ["ParamsError", "WorkflowDefinition", "WorkflowRegistry"]
 
 GraphFactory = Callable[[], AsyncGraph]
+ParamsCheck = Callable[[dict[str, Any]], None]
+
+
+class ParamsError(ValueError):
+    """Raised by a workflow's ``check``: params the schema allows but the workflow cannot run."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -21,7 +32,8 @@ class WorkflowDefinition:
 
     The graph reads its validated params from ``shared["params"]`` (a plain dict) and
     leaves its result in ``shared["result"]``; the result is checked against ``result``
-    before ``workflow_completed`` is sent.
+    before ``workflow_completed`` is sent. ``check``, when set, sees the validated params
+    before the run starts and raises ``ParamsError`` for what a JSON Schema cannot say.
     """
 
     name: str
@@ -29,6 +41,7 @@ class WorkflowDefinition:
     params: type[BaseModel]
     result: type[BaseModel]
     description: str = ""
+    check: ParamsCheck | None = None
 
 
 class WorkflowRegistry:
@@ -45,8 +58,9 @@ class WorkflowRegistry:
         params: type[BaseModel],
         result: type[BaseModel],
         description: str = "",
+        check: ParamsCheck | None = None,
     ) -> WorkflowDefinition:
-        definition = WorkflowDefinition(name, build, params, result, description)
+        definition = WorkflowDefinition(name, build, params, result, description, check)
         self._definitions[name] = definition
         return definition
 

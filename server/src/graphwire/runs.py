@@ -46,7 +46,7 @@ from graphwire._generated.messages import (
 from graphwire.connections import Connection, Flusher
 from graphwire.graph import InputTimeout, use_run_context
 from graphwire.protocol import ProtocolError, encode, now
-from graphwire.registry import WorkflowDefinition
+from graphwire.registry import ParamsError, WorkflowDefinition
 from graphwire.settings import Settings
 
 __all__ = ["GatewayRunContext", "PendingRequest", "Run", "RunManager"]
@@ -247,6 +247,12 @@ class RunManager:
             first = exc.errors(include_url=False)[0]
             path = ".".join(str(p) for p in ("params", *first["loc"]))
             raise ProtocolError(ErrorCode.invalid_params, f"{path}: {first['msg']}", path, reply_to) from None
+        if definition.check is not None:
+            try:
+                definition.check(validated)
+            except ParamsError as exc:
+                path = f"params.{exc.path}"
+                raise ProtocolError(ErrorCode.invalid_params, f"{path}: {exc.message}", path, reply_to) from None
         if idempotency_key is not None:
             fingerprint = _fingerprint(definition.name, validated)
             known = self._idempotency.get(idempotency_key)

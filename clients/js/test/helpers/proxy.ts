@@ -22,9 +22,13 @@ export class Proxy {
     this.port = port;
   }
 
-  static async start(targetPort: number): Promise<Proxy> {
+  /** A proxy to `targetPort`, listening on `listenPort` (default: a free port). */
+  static async start(targetPort: number, listenPort = 0): Promise<Proxy> {
     const server = net.createServer();
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(listenPort, "127.0.0.1", resolve);
+    });
     const address = server.address();
     if (address === null || typeof address === "string") {
       throw new Error("no port");

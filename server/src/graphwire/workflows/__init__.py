@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from graphwire._generated.workflows import WORKFLOW_SCHEMAS
-from graphwire.registry import GraphFactory, WorkflowRegistry
+from graphwire.registry import GraphFactory, ParamsCheck, WorkflowRegistry
 from graphwire.workflows.approval import build_approval
 from graphwire.workflows.chat import Responder, build_chat, echo_responder
-from graphwire.workflows.data_processing import build_data_processing
+from graphwire.workflows.data_processing import build_data_processing, check_data_processing
 from graphwire.workflows.ticker import build_ticker
 
 __all__ = ["Responder", "echo_responder", "register_builtin_workflows"]
@@ -20,7 +20,13 @@ def register_builtin_workflows(registry: WorkflowRegistry, responder: Responder 
         "approval": build_approval,
         "ticker": build_ticker,
     }
+    checks: dict[str, ParamsCheck] = {"data_processing": check_data_processing}
     for name, schema in WORKFLOW_SCHEMAS.items():
         registry.register(
-            name, builders[name], params=schema.params, result=schema.result, description=schema.description
+            name,
+            builders[name],
+            params=schema.params,
+            result=schema.result,
+            description=schema.description,
+            check=checks.get(name),
         )

@@ -7,8 +7,23 @@ import math
 from typing import Any
 
 from graphwire.graph import AsyncGraph, WebSocketNode
+from graphwire.registry import ParamsError
 
-__all__ = ["build_data_processing"]
+__all__ = ["build_data_processing", "check_data_processing"]
+
+
+def _finite_sum(values: list[float]) -> float | None:
+    try:
+        total = math.fsum(values)
+    except OverflowError:  # fsum raises on an intermediate overflow
+        return None
+    return total if math.isfinite(total) else None
+
+
+def check_data_processing(params: dict[str, Any]) -> None:
+    """JSON has no infinity: data whose sum passes the float range has no result to send."""
+    if _finite_sum([float(x) for x in params["data"]]) is None:
+        raise ParamsError("data", "the sum of the numbers is outside the range of a float")
 
 
 class Load(WebSocketNode[list[float], list[float]]):
@@ -52,9 +67,8 @@ class Aggregate(WebSocketNode[list[float], dict[str, Any]]):
         return items
 
     async def exec_async(self, prep_res: list[float]) -> dict[str, Any]:
-        total = math.fsum(prep_res)
-        if not math.isfinite(total):
-            # JSON has no infinity: a sum past the float range is an error, not a result.
+        total = _finite_sum(prep_res)
+        if total is None:  # check_data_processing refuses such data before the run starts
             raise OverflowError("the sum of the data is outside the range of a float")
         return {"count": len(prep_res), "sum": total, "mean": total / len(prep_res)}
 
