@@ -198,7 +198,7 @@ def test_a_closed_socket_stops_being_a_subscriber_of_its_runs() -> None:
                 frame = ws.receive_json()
                 messages.extend(frame["messages"] if frame["type"] == "batch" else [frame])
             wid = next(m["workflow_id"] for m in messages if m.get("reply_to") == "s")
-        run = app.state.gateway.runs.runs[wid]
+        run = app.gateway.runs.runs[wid]
         deadline = time.monotonic() + 1
         while run.subscribers and time.monotonic() < deadline:
             time.sleep(0.01)

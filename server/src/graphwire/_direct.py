@@ -64,9 +64,9 @@ def direct_text_writer(send: Callable[..., Any]) -> Callable[[str], bool] | None
         ):
             return False
         conn = protocol.conn
-        if conn.state is not State.OPEN or conn.extensions or conn.writes or conn.expect_continuation_frame:
-            if conn.state is not State.OPEN:
-                return False
+        if conn.state is not State.OPEN:
+            return False
+        if conn.extensions or conn.writes or conn.expect_continuation_frame:
             # An extension frames per connection; pending bytes must leave first.
             conn.send_text(text.encode())
             protocol.transport.write(b"".join(conn.data_to_send()))

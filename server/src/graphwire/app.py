@@ -37,7 +37,7 @@ from graphwire.runs import RunManager
 from graphwire.settings import Settings
 from graphwire.workflows import register_builtin_workflows
 
-__all__ = ["Gateway", "create_app"]
+__all__ = ["Gateway", "GatewayApp", "create_app"]
 
 log = logging.getLogger("graphwire.app")
 
@@ -162,8 +162,10 @@ class GatewayApp(FastAPI):
     for features the sockets do not use; served here, only Starlette's ``WebSocket`` stays.
     """
 
-    gateway: Gateway
-    socket_tables: dict[str, dict[str, type[BaseModel]]]
+    def __init__(self, gateway: Gateway, socket_tables: dict[str, dict[str, type[BaseModel]]], **fastapi: Any) -> None:
+        super().__init__(**fastapi)
+        self.gateway = gateway
+        self.socket_tables = socket_tables
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -206,7 +208,7 @@ class Delivered(BaseModel):
     delivered: int
 
 
-def create_app(settings: Settings | None = None, registry: WorkflowRegistry | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, registry: WorkflowRegistry | None = None) -> GatewayApp:
     """The gateway as an ASGI app; with no arguments, the embedded defaults."""
     settings = settings or Settings()
     if registry is None:
@@ -225,10 +227,8 @@ def create_app(settings: Settings | None = None, registry: WorkflowRegistry | No
             expire.cancel()
             await gateway.runs.shutdown()
 
-    app = GatewayApp(title="graphwire", version="0.1.0", lifespan=lifespan)
-    app.state.gateway = gateway
-    app.gateway = gateway
-    app.socket_tables = {"/ws/workflow": WORKFLOW_MESSAGES, "/ws/chat": CHAT_MESSAGES}
+    sockets = {"/ws/workflow": WORKFLOW_MESSAGES, "/ws/chat": CHAT_MESSAGES}
+    app = GatewayApp(gateway, sockets, title="graphwire", version="0.1.0", lifespan=lifespan)
 
     @app.get("/ws/health")
     async def health() -> dict[str, Any]:
