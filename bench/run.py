@@ -13,6 +13,7 @@ working); it checks correctness (no lost or duplicated events), not speed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -23,12 +24,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = sys.executable
@@ -147,6 +150,15 @@ def fanout(server: Server, n: int, count: int, interval_ms: float, payload: int)
     return result
 
 
+def on_fresh_server(kind: ServerKind, measure: Callable[[Server], T]) -> T:
+    """Start a server of ``kind``, measure it, stop it."""
+    server = Server(kind)
+    try:
+        return measure(server)
+    finally:
+        server.stop()
+
+
 def idle_memory(server: Server, n: int) -> float:
     """KB of server memory per idle connection (RSS growth over n connections)."""
     before = server.rss_kb()
@@ -240,29 +252,35 @@ def main() -> int:
         "fanout": [],
         "idle_kb_per_connection": {},
     }
-    for kind in server_kinds():
-        for scenario in plan:
-            runs = []
-            for _ in range(reps):
-                server = Server(kind)
-                try:
-                    runs.append(fanout(server, scenario.n, scenario.count, scenario.interval_ms, args.payload_bytes))
-                finally:
-                    server.stop()
+    kinds = server_kinds()
+    # The servers take turns within each repetition, so drift of the machine over the
+    # minutes a full run takes falls on both alike, not on whichever was measured last.
+    for scenario in plan:
+        runs: dict[str, list[dict[str, Any]]] = {kind.name: [] for kind in kinds}
+        for _ in range(reps):
+            for kind in kinds:
+                measure = functools.partial(
+                    fanout,
+                    n=scenario.n,
+                    count=scenario.count,
+                    interval_ms=scenario.interval_ms,
+                    payload=args.payload_bytes,
+                )
+                runs[kind.name].append(on_fresh_server(kind, measure))
+        for kind in kinds:
             row = {"server": kind.name, "scenario": scenario.name, "n": scenario.n, "count": scenario.count}
-            row |= {"interval_ms": scenario.interval_ms} | median_of(runs)
+            row |= {"interval_ms": scenario.interval_ms} | median_of(runs[kind.name])
             results["fanout"].append(row)
             print(json.dumps(row), flush=True)
-        for n in idle_sizes:
-            values = []
-            for _ in range(reps):
-                server = Server(kind)
-                try:
-                    values.append(idle_memory(server, n))
-                finally:
-                    server.stop()
-            results["idle_kb_per_connection"].setdefault(kind.name, {})[str(n)] = statistics.median(values)
-            print(kind.name, "idle", n, statistics.median(values), "KB/conn", flush=True)
+    for n in idle_sizes:
+        values: dict[str, list[float]] = {kind.name: [] for kind in kinds}
+        for _ in range(reps):
+            for kind in kinds:
+                values[kind.name].append(on_fresh_server(kind, functools.partial(idle_memory, n=n)))
+        for kind in kinds:
+            kb = statistics.median(values[kind.name])
+            results["idle_kb_per_connection"].setdefault(kind.name, {})[str(n)] = kb
+            print(kind.name, "idle", n, kb, "KB/conn", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "RESULTS.md").write_text(render(results))
