@@ -44,10 +44,12 @@ $(JS)/dist/index.js: $(JS_STAMP) $(JS_SOURCES)
 $(STATIC)/demo/index.html: $(JS_STAMP) $(JS_SOURCES) $(JS)/scripts/build-demo.mjs
 	npm run --prefix $(JS) --silent demo
 
-# spec/asyncapi.yaml rendered into one HTML page (AsyncAPI's React component, standalone bundle).
+# spec/asyncapi.yaml rendered into one static HTML page: AsyncAPI's React component (standalone
+# bundle) runs once, here, in Debian's chromium driven by the venv's Playwright; the page ships
+# its markup, not the bundle. GET /docs/asyncapi serves it gzip-compressed (graphwire.docs_page).
 docs: $(DOCS_PAGE)
-$(DOCS_PAGE): $(JS_STAMP) spec/asyncapi.yaml $(JS)/scripts/build-docs.mjs
-	npm run --prefix $(JS) --silent docs
+$(DOCS_PAGE): $(JS_STAMP) $(STAMP) spec/asyncapi.yaml $(JS)/scripts/build-docs.mjs $(JS)/scripts/prerender-docs.py | chromium
+	GRAPHWIRE_PYTHON=$(abspath $(PY)) npm run --prefix $(JS) --silent docs
 
 # Debian's chromium for the browser tests (Playwright drives it; no browser download).
 chromium:

@@ -37,6 +37,7 @@ class Watcher(WSListener):
         self.duplicates = 0
         self.latencies = latencies
         self.last_receipt = 0.0
+        self.batches = 0  # batch frames received (a client that did not ask must see none)
         self.waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.done = asyncio.get_running_loop().create_future()
 
@@ -65,6 +66,7 @@ class Watcher(WSListener):
         message = orjson.loads(frame.get_payload_as_bytes())
         now = time.time()
         if message["type"] == "batch":
+            self.batches += 1
             for item in message["messages"]:
                 self.handle(item, now)
         else:
@@ -171,6 +173,7 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
         "delivered": delivered,
         "lost": expected - delivered,
         "duplicates": sum(w.duplicates for w in watchers),
+        "batches": sum(w.batches for w in watchers),
         "unfinished": len(pending),
         "elapsed_s": elapsed,
         "deliveries_per_s": delivered / elapsed,

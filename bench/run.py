@@ -56,11 +56,20 @@ class ServerKind:
     name: str
     argv: list[str]
     ready_path: str | None  # HTTP path that answers when ready; None: wait for the port
+    query: str = ""  # what the watchers add to the URL
+    every_size: bool = True  # False: only at PLAIN_N watchers, to keep a full run short
+
+
+GRAPHWIRE = [PY, "-m", "graphwire", "serve", "--log-level", "warning", "--port"]
+# The plain-client row (watchers that did not ask for `batch` frames) runs at this size only.
+PLAIN_N = {20, 1000}
 
 
 def server_kinds() -> list[ServerKind]:
     return [
-        ServerKind("graphwire", [PY, "-m", "graphwire", "serve", "--log-level", "warning", "--port"], "/ws/health"),
+        # The SDKs ask for batching (`?batch=1`); a plain client does not, and never gets a batch.
+        ServerKind("graphwire", GRAPHWIRE, "/ws/health", "?batch=1"),
+        ServerKind("graphwire (plain client)", GRAPHWIRE, "/ws/health", "", every_size=False),
         ServerKind("raw-websockets", [PY, str(HERE / "raw_server.py"), "--port"], None),
     ]
 
@@ -90,7 +99,7 @@ class Server:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/workflow"
+        return f"ws://127.0.0.1:{self.port}/ws/workflow{self.kind.query}"
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -208,6 +217,7 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     merged["lost"] = sum(r["lost"] for r in runs)
     merged["duplicates"] = sum(r["duplicates"] for r in runs)
     merged["unfinished"] = sum(r["unfinished"] for r in runs)
+    merged["batches"] = sum(r.get("batches", 0) for r in runs)
     merged["runs"] = len(runs)
     return merged
 
@@ -256,9 +266,10 @@ def main() -> int:
     # The servers take turns within each repetition, so drift of the machine over the
     # minutes a full run takes falls on both alike, not on whichever was measured last.
     for scenario in plan:
-        runs: dict[str, list[dict[str, Any]]] = {kind.name: [] for kind in kinds}
+        here = [kind for kind in kinds if kind.every_size or scenario.n in PLAIN_N]
+        runs: dict[str, list[dict[str, Any]]] = {kind.name: [] for kind in here}
         for _ in range(reps):
-            for kind in kinds:
+            for kind in here:
                 measure = functools.partial(
                     fanout,
                     n=scenario.n,
@@ -267,17 +278,18 @@ def main() -> int:
                     payload=args.payload_bytes,
                 )
                 runs[kind.name].append(on_fresh_server(kind, measure))
-        for kind in kinds:
+        for kind in here:
             row = {"server": kind.name, "scenario": scenario.name, "n": scenario.n, "count": scenario.count}
             row |= {"interval_ms": scenario.interval_ms} | median_of(runs[kind.name])
             results["fanout"].append(row)
             print(json.dumps(row), flush=True)
+    idle_kinds = [kind for kind in kinds if kind.every_size]
     for n in idle_sizes:
-        values: dict[str, list[float]] = {kind.name: [] for kind in kinds}
+        values: dict[str, list[float]] = {kind.name: [] for kind in idle_kinds}
         for _ in range(reps):
-            for kind in kinds:
+            for kind in idle_kinds:
                 values[kind.name].append(on_fresh_server(kind, functools.partial(idle_memory, n=n)))
-        for kind in kinds:
+        for kind in idle_kinds:
             kb = statistics.median(values[kind.name])
             results["idle_kb_per_connection"].setdefault(kind.name, {})[str(n)] = kb
             print(kind.name, "idle", n, kb, "KB/conn", flush=True)
@@ -300,6 +312,9 @@ def render(results: dict[str, Any]) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
         f"Medians of {results['reps']} repetitions; one `ticker` run fanned out to N watchers; "
         f"paced = {results['offered_paced']} deliveries/s offered. Ratios are graphwire ÷ raw from this same run.",
+        "",
+        "`graphwire` rows: watchers that ask for `batch` frames (`?batch=1`, as the SDKs do); `graphwire (plain",
+        "client)`: watchers that did not ask (the seed's bare `websockets` client), which get every frame on its own.",
         "",
         "p99 ratio (paced rows): graphwire's p99 latency ÷ the raw server's; below 1 is lower. Flat out,",
         "latency is time spent queued behind a producer that outruns the reader, so it is not compared.",

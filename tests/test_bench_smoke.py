@@ -24,10 +24,12 @@ def test_bench_smoke_profile(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     rows = results["fanout"]
-    assert {r["server"] for r in rows} == {"graphwire", "raw-websockets"}
+    assert {r["server"] for r in rows} == {"graphwire", "graphwire (plain client)", "raw-websockets"}
     for row in rows:
         assert (row["lost"], row["duplicates"], row["unfinished"]) == (0, 0, 0), row
         assert row["deliveries_per_s"] > 0
+        if row["server"] == "graphwire (plain client)":
+            assert row["batches"] == 0, "a client that did not ask for batch frames got one"
     assert set(results["idle_kb_per_connection"]) == {"graphwire", "raw-websockets"}
     report = (tmp_path / "RESULTS.md").read_text()
     assert "| flat | 20 | graphwire |" in report

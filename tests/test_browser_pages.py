@@ -104,7 +104,9 @@ def test_built_pages_and_their_assets_are_served() -> None:
         assert "javascript" in script.headers["content-type"]
         docs = client.get("/docs/asyncapi")
         assert docs.status_code == 200, "run `make docs` to build the AsyncAPI page"
-        assert "AsyncApiStandalone.render" in docs.text
+        # Pre-rendered at build time: the protocol is in the HTML itself, no renderer script.
+        assert 'id="messages"' in docs.text
+        assert "AsyncApiStandalone.render" not in docs.text
 
 
 # --- the demo -------------------------------------------------------------------------
@@ -136,12 +138,89 @@ Object.defineProperty(Node.prototype, "textContent", {
 """
 
 
+PHONE_WIDTH = 390
+
+# Every rendered element whose right edge passes `width`, and the page's scroll width.
+OVERFLOW = """width => {
+  const over = [];
+  for (const node of document.querySelectorAll("body, body *")) {
+    const box = node.getBoundingClientRect();
+    if ((box.width > 0 || box.height > 0) && box.right > width) {
+      const name = node.tagName.toLowerCase() + (node.id ? "#" + node.id : "");
+      over.push(`${name}.${String(node.className).trim().replace(/\\s+/g, ".")} right=${box.right}`);
+    }
+  }
+  return { scrollWidth: document.documentElement.scrollWidth, scrollX: window.scrollX, over };
+}"""
+
+
+def _assert_fits(page: Page, width: int) -> None:
+    """Nothing runs off a screen `width` px wide: no horizontal scroll, no element past the edge."""
+    layout: dict[str, Any] = page.evaluate(OVERFLOW, width)
+    assert layout["scrollWidth"] <= width, layout
+    assert layout["scrollX"] == 0, layout
+    assert layout["over"] == [], layout
+
+
+def _on_a_phone(page: Page) -> None:
+    """The demo at 390 px wide, every panel filled: a long unbroken word in the chat, a
+    result, an open input request, and refused non-numeric input with its message."""
+    page.set_viewport_size({"width": PHONE_WIDTH, "height": 844})
+    long_word = "supercalifragilistic" * 4
+    page.fill("#chat-input", f"phone {long_word}")
+    page.click("#chat-form button")
+    expect(page.locator(".bubble--bot[data-done=true]").last).to_contain_text(long_word, timeout=10_000)
+
+    page.fill("#data-input", "10 20 30")
+    page.fill("#data-delay", "0")
+    page.click("#data-form button")
+    meta = page.locator("#data-meta")
+    expect(meta).to_have_text(re.compile(r"completed$"), timeout=10_000)
+    expect(page.locator("#data-result [data-field=mean] dd")).to_have_text("20")
+
+    page.fill("#approval-input", "Ship it from a phone?")
+    page.click("#approval-form button")
+    expect(page.locator("#approval-prompt")).to_be_visible(timeout=10_000)
+
+    # Input that is not a number is refused with a message, not dropped: no run starts.
+    error = page.locator("#data-error")
+    expect(error).to_be_hidden()
+    finished = meta.inner_text()
+    page.fill("#data-input", "1, two, 3; 4x")
+    page.click("#data-form button")
+    expect(error).to_be_visible()
+    expect(error).to_have_text("“two”, “4x” are not numbers: enter numbers only, like 3, 1.5, -2.")
+    expect(page.locator("#data-input")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#data-input")).to_be_focused()
+    expect(meta).to_have_text(finished)  # the submit started nothing
+    expect(page.locator("[data-node=aggregate]")).to_have_attribute("data-status", "completed")
+    page.fill("#data-input", " , ;")
+    page.click("#data-form button")
+    expect(error).to_have_text("Enter some numbers, separated by commas or spaces.")
+    expect(meta).to_have_text(finished)
+
+    _assert_fits(page, PHONE_WIDTH)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "demo-390.png", full_page=True)
+
+    page.click("#approval-options button[data-option=yes]")
+    expect(page.locator("#approval-result")).to_have_attribute("data-outcome", "approved", timeout=10_000)
+    page.fill("#data-input", "1, 2")  # typing clears the message
+    expect(error).to_be_hidden()
+    expect(page.locator("#data-input")).not_to_have_attribute("aria-invalid", "true")
+    _assert_fits(page, PHONE_WIDTH)
+
+
 @pytest.mark.timeout(90)
 def test_demo_chat_progress_and_approval(page: Page, gateway: Server) -> None:
     page.add_init_script(RECORD_UPDATES)
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
     _open(page, gateway, "/")
     expect(page.locator("#state")).to_have_attribute("data-state", "connected", timeout=10_000)
     expect(page.locator("#client-id")).to_have_text(re.compile(r"^cl_"))
+    # The SDK asks for batch frames (batching is negotiated) and unpacks them.
+    assert sockets == [gateway.ws() + "?batch=1"], sockets
 
     # Start all three at once: they share one socket.
     page.fill("#chat-input", "hello from chromium")
@@ -194,7 +273,22 @@ def test_demo_chat_progress_and_approval(page: Page, gateway: Server) -> None:
     log_types = page.locator("#event-log li").evaluate_all("rows => rows.map(r => r.dataset.type)")
     for kind in ("workflow_started", "token", "progress", "input_request", "input_answered", "workflow_completed"):
         assert kind in log_types, kind
+    # The log shows each node's payload (`data`): a token's text, progress, the result.
+    rows: list[list[str]] = page.locator("#event-log li").evaluate_all(
+        "rows => rows.map(r => [r.dataset.type, r.querySelector('.detail').textContent])"
+    )
+    details: dict[str, list[str]] = {}
+    for kind, text in rows:  # newest first
+        details.setdefault(kind, []).append(text)
+    assert details["workflow_completed"][0] == '{"approved":false,"answer":"no"}', details
+    assert '{"count":8,"sum":36,"mean":4.5}' in details["workflow_completed"], details
+    assert "transform 4/8" in details["progress"], details
+    assert "transform completed" in details["node_update"], details
+    assert all(re.fullmatch(r'"[^"]+"', text) for text in details["token"]), details
     page.screenshot(path=ARTIFACTS / "demo.png", full_page=True)
+
+    _on_a_phone(page)
+    assert len(sockets) == 1, sockets  # one socket all along
 
 
 # --- the AsyncAPI docs ----------------------------------------------------------------

@@ -31,11 +31,11 @@ def small_queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
 
 
 async def test_burst_arrives_as_batches_and_batch_off_gets_single_frames(server: Server) -> None:
-    batched = await connect(server.ws())
+    batched = await connect(server.ws() + "?batch=1")
     started = await batched.start("ticker", {"count": 300, "payload_bytes": 10, "wait_for_go": True})
     wid = started["workflow_id"]
     request = (await batched.until(lambda m: m["type"] == "input_request"))[-1]
-    single = await connect(server.ws() + "?batch=0")
+    single = await connect(server.ws())  # did not ask: never a batch
     await single.send({"type": "subscribe", "workflow_id": wid, "since_seq": 0})
     await single.until(lambda m: m["type"] == "subscribed")
     await batched.answer(request, "go")

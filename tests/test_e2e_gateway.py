@@ -17,8 +17,8 @@ async def test_data_processing_over_the_wire(server: Server) -> None:
     started = await client.start("data_processing", {"data": [3, 4, 5, 6]})
     events = [started, *await client.run_events(started["workflow_id"])]
     assert_gap_free(events)
-    assert [e["current"] for e in events if e["type"] == "progress"] == [1, 2, 3, 4]
-    assert events[-1]["result"] == {"count": 4, "sum": 18.0, "mean": 4.5}
+    assert [e["data"]["current"] for e in events if e["type"] == "progress"] == [1, 2, 3, 4]
+    assert events[-1]["data"] == {"count": 4, "sum": 18.0, "mean": 4.5}
     await client.close()
 
 
@@ -27,14 +27,14 @@ async def test_chat_over_both_endpoints(server: Server) -> None:
     started = await client.start("chat", {"message": "stream please"})
     events = [started, *await client.run_events(started["workflow_id"])]
     assert_gap_free(events)
-    reply = "".join(e["token"] for e in events if e["type"] == "token")
-    assert events[-1]["result"] == {"reply": reply}
+    reply = "".join(e["data"] for e in events if e["type"] == "token")
+    assert events[-1]["data"] == {"reply": reply}
     browser = await connect(server.ws("/ws/chat"))
     await browser.send({"type": "message", "content": "stream please"})
     chat_started = await browser.recv()
     chat_events = [chat_started, *await browser.run_events(chat_started["workflow_id"])]
     assert_gap_free(chat_events)
-    assert chat_events[-1]["result"] == {"reply": reply}, "the default responder is deterministic"
+    assert chat_events[-1]["data"] == {"reply": reply}, "the default responder is deterministic"
     await client.close()
     await browser.close()
 
@@ -63,7 +63,7 @@ async def test_approval_answered_by_another_client(server: Server) -> None:
     events = [m for m in second if m.get("workflow_id") == wid and "seq" in m]
     if not any(m["type"] == "workflow_completed" for m in events):
         events += await starter.run_events(wid)
-    assert events[-1]["result"] == {"approved": True, "answer": "yes"}
+    assert events[-1]["data"] == {"approved": True, "answer": "yes"}
     watched = await approver.run_events(wid)
     assert watched[-1] == events[-1]
     for client in (starter, approver):
@@ -87,7 +87,7 @@ async def test_many_concurrent_clients(server: Server) -> None:
         started = await client.start("data_processing", {"data": data}, f"c{i}")
         events = [started, *await client.run_events(started["workflow_id"])]
         assert_gap_free(events)
-        return dict(events[-1]["result"])
+        return dict(events[-1]["data"])
 
     results = await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
     assert [r["count"] for r in results] == list(range(1, 31))
@@ -107,7 +107,7 @@ async def test_disconnect_mid_run_leaves_run_and_others_untouched(server: Server
     watcher_events = await watcher.until(lambda m: m.get("workflow_id") == wid and m["type"] == "workflow_completed")
     run = [m for m in watcher_events if m.get("workflow_id") == wid and "seq" in m]
     assert_gap_free(run)
-    assert run[-1]["result"] == {"ticks": 40}
+    assert run[-1]["data"] == {"ticks": 40}
     # The starter comes back and resumes: exactly the events after what it had.
     back = await connect(server.ws())
     await back.send({"type": "subscribe", "id": "r", "workflow_id": wid, "since_seq": last_seq})

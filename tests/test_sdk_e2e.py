@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from graphwire_client import (
+    BadRequest,
     ConnectionState,
     GraphwireClient,
     InputRejected,
     InvalidParams,
     Run,
+    Socket,
     StateChange,
     UnknownRun,
     UnknownWorkflow,
+    WebSocketTransport,
     WorkflowCancelled,
     WorkflowFailed,
 )
@@ -56,7 +61,19 @@ async def test_data_processing_typed_events_and_result(server: Server) -> None:
         assert run.workflow_id.startswith("run_")
         events = await collect(run)
         assert_complete(events)
-        assert [e.current for e in events if e.type == "progress"] == [1, 2, 3, 4]
+        progress = [e.data for e in events if e.type == "progress"]
+        assert [(p.current, p.total, p.percent) for p in progress] == [
+            (1, 4, 25.0),
+            (2, 4, 50.0),
+            (3, 4, 75.0),
+            (4, 4, 100.0),
+        ]
+        updates = [(e.node_id, e.data.status.value) for e in events if e.type == "node_update"]
+        assert ("transform", "running") in updates
+        assert ("aggregate", "completed") in updates
+        completed = events[-1]
+        assert completed.type == "workflow_completed"
+        assert completed.data == {"count": 4, "sum": 18.0, "mean": 4.5}
         result = await run.result()
         assert result == DataProcessingResult(count=4, sum=18.0, mean=4.5)
         assert await collect(run) == events, "every `async for` reads the run from its first event"
@@ -71,14 +88,47 @@ async def test_data_processing_typed_events_and_result(server: Server) -> None:
 async def test_chat_streams_tokens_that_make_the_reply(server: Server) -> None:
     async with GraphwireClient(server.ws()) as client:
         handled: list[str] = []
-        client.on("token", lambda event: handled.append(event.token))
+        client.on("token", lambda event: handled.append(event.data))
         run = await client.workflows.chat.start(message="stream please")
-        tokens = [e.token async for e in run if isinstance(e, Token)]
+        tokens = [e.data async for e in run if isinstance(e, Token)]
         result = await run.result()
         assert isinstance(result, ChatResult)
         assert "".join(tokens) == result.reply
         assert len(tokens) > 3
         assert handled == tokens
+
+
+async def test_async_token_handlers_have_all_finished_when_result_returns(server: Server) -> None:
+    async with GraphwireClient(server.ws()) as client:
+        finished: list[int] = []
+        running = 0
+
+        async def on_token(event: Token) -> None:
+            nonlocal running
+            running += 1
+            assert running == 1, "handlers of one client run one at a time"
+            await asyncio.sleep(0.005)
+            finished.append(event.seq)
+            running -= 1
+
+        client.on("token", on_token)
+        run = await client.workflows.chat.start(message="handlers must keep up", delay_ms=0)
+        result = await run.result()
+        tokens = [e for e in run.events if isinstance(e, Token)]
+        assert len(tokens) > 3
+        assert finished == [t.seq for t in tokens], "every token's handler done, in order, before result()"
+        assert "".join(t.data for t in tokens) == result.reply
+
+        # A handler that awaits the run's result itself does not deadlock result().
+        ends: list[str] = []
+
+        async def waits_for_the_result(event: Token) -> None:
+            ends.append((await again.result()).reply)
+
+        client.on("token", waits_for_the_result)
+        again = await client.start_workflow("chat", {"message": "again"})
+        reply = (await asyncio.wait_for(again.result(), 15)).reply
+        assert ends == [reply] * len([e for e in again.events if isinstance(e, Token)])
 
 
 async def test_approval_answered_with_respond(server: Server) -> None:
@@ -149,6 +199,13 @@ async def test_refused_commands_raise_structured_errors_and_the_client_goes_on(s
         assert invalid.value.path == "params.data"
         with pytest.raises(UnknownRun):
             await client.attach("run_does_not_exist")
+        done = await client.start_workflow("data_processing", {"data": [1]})
+        await done.wait()
+        async with GraphwireClient(server.ws()) as other:
+            with pytest.raises(BadRequest) as ahead:
+                await other.attach(done.workflow_id, since_seq=done.last_seq + 5)
+            assert ahead.value.code is ErrorCode.since_seq_ahead
+            assert (await other.attach(done.workflow_id, since_seq=done.last_seq)).done
         assert await client.ping() >= 0
         assert client.state is ConnectionState.connected
 
@@ -174,17 +231,67 @@ async def test_topics_and_groups(server: Server) -> None:
         assert gone == {"delivered": 0}
 
 
+class RecordingTransport:
+    """The default transport, keeping the URL it connected to and every frame it received."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+        self.frames: list[dict[str, Any]] = []
+        self._inner = WebSocketTransport()
+
+    async def connect(self, url: str, *, headers: Mapping[str, str], open_timeout: float) -> Socket:
+        self.urls.append(url)
+        socket = await self._inner.connect(url, headers=headers, open_timeout=open_timeout)
+        frames = self.frames
+
+        class Recording:
+            async def send(self, text: str) -> None:
+                await socket.send(text)
+
+            async def recv(self) -> str:
+                text = await socket.recv()
+                frames.append(json.loads(text))
+                return text
+
+            async def close(self) -> None:
+                await socket.close()
+
+        return Recording()
+
+
 async def test_state_events_and_unbatched_frames(server: Server) -> None:
-    client = GraphwireClient(server.ws(), batch=False)
+    transport = RecordingTransport()
+    client = GraphwireClient(server.ws(), batch=False, transport=transport)
     changes: list[StateChange] = []
     client.on("state", changes.append)
     async with client:
         assert client.client_id is not None
         assert client.server_info is not None
-        run = await client.start_workflow("data_processing", {"data": list(range(30))})
-        assert_complete(await collect(run))
+        runs = [await client.start_workflow("data_processing", {"data": list(range(60)), "delay_ms": 0})]
+        runs.append(await client.workflows.chat.start(message="no batches for me " * 4, delay_ms=0))
+        for run in runs:
+            assert_complete(await collect(run))
+    assert transport.urls == [server.ws() + "?batch=0"]
+    assert len(transport.frames) > 60
+    assert [f for f in transport.frames if f["type"] == "batch"] == [], "batch=False never gets a batch frame"
     assert [(c.old_state.value, c.new_state.value) for c in changes] == [
         ("disconnected", "connecting"),
         ("connecting", "connected"),
         ("connected", "disconnected"),
     ]
+
+
+async def test_the_default_client_asks_for_batches_and_unpacks_them(server: Server) -> None:
+    transport = RecordingTransport()
+    async with (
+        GraphwireClient(server.ws(), transport=transport) as batched,
+        GraphwireClient(server.ws(), batch=False) as plain,
+    ):
+        run = await batched.start_workflow("data_processing", {"data": list(range(80)), "delay_ms": 0})
+        events = await collect(run)
+        assert_complete(events)
+        watched = await plain.attach(run.workflow_id)
+        assert wire(events) == wire(await collect(watched))
+    assert transport.urls == [server.ws() + "?batch=1"]
+    unpacked = [m for f in transport.frames for m in (f["messages"] if f["type"] == "batch" else [f])]
+    assert [m["seq"] for m in unpacked if m.get("workflow_id") == run.workflow_id] == [e.seq for e in events]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graphwire.graph import AsyncGraph, WebSocketNode
+from graphwire.graph import AsyncGraph, Node, WebSocketNode
 from graphwire.registry import ParamsError, WorkflowRegistry
 
 
@@ -52,9 +53,32 @@ class Tick(WebSocketNode[tuple[int, float], int]):
         return None
 
 
+class SleepParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(default=2.0, ge=0, le=30)
+
+
+class BlockingSleep(Node[float, float]):
+    """A plain sync node that blocks its thread, as user code calling a slow library does."""
+
+    def prep(self, shared: dict[str, Any]) -> float:
+        return float(shared["params"]["seconds"])
+
+    def exec(self, prep_res: float) -> float:
+        time.sleep(prep_res)
+        return prep_res
+
+    def post(self, shared: dict[str, Any], prep_res: float, exec_res: float) -> str | None:
+        shared["result"] = {"slept": exec_res}
+        return None
+
+
 def register(registry: WorkflowRegistry) -> None:
     registry.register("boom", lambda: AsyncGraph(Boom(node_id="boom")), params=BoomParams, result=Empty)
     registry.register("tick", lambda: AsyncGraph(Tick(node_id="tick")), params=TickParams, result=Empty)
+    registry.register(
+        "blocking_sleep", lambda: AsyncGraph(BlockingSleep(node_id="sleep")), params=SleepParams, result=Empty
+    )
     registry.register(
         "even_tick", lambda: AsyncGraph(Tick(node_id="tick")), params=TickParams, result=Empty, check=even_count
     )

@@ -37,7 +37,9 @@ def watchers(flusher: Flusher, n: int) -> list[tuple[Connection, Wire]]:
     out = []
     for i in range(n):
         wire = Wire()
-        conn = Connection(f"cl_{i}", wire.send, wire.close, Settings(), flusher=flusher, write_now=wire.write)
+        conn = Connection(
+            f"cl_{i}", wire.send, wire.close, Settings(), batching=True, flusher=flusher, write_now=wire.write
+        )
         conn.runs["run_1"] = 0
         out.append((conn, wire))
     return out

@@ -46,25 +46,25 @@ def test_data_processing_end_to_end(connect: Connect) -> None:
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(2, len(events) + 2))
     progress = [e for e in events if e["type"] == "progress"]
-    assert [(p["current"], p["total"], p["percent"]) for p in progress] == [
+    assert [(p["data"]["current"], p["data"]["total"], p["data"]["percent"]) for p in progress] == [
         (1, 4, 25.0),
         (2, 4, 50.0),
         (3, 4, 75.0),
         (4, 4, 100.0),
     ]
-    stages = [e["node_id"] for e in events if e["type"] == "node_update" and e["status"] == "running"]
+    stages = [e["node_id"] for e in events if e["type"] == "node_update" and e["data"]["status"] == "running"]
     assert stages == ["load", "transform", "aggregate"]
     assert events[-1]["type"] == "workflow_completed"
-    assert events[-1]["result"] == {"count": 4, "sum": 10.0, "mean": 2.5}
+    assert events[-1]["data"] == {"count": 4, "sum": 10.0, "mean": 2.5}
 
 
 def test_chat_streams_tokens_then_full_reply(connect: Connect) -> None:
     frames = connect()
     started = start(frames, "chat", {"message": "hello graph"})
     events = run_events(frames, started["workflow_id"])
-    tokens = "".join(e["token"] for e in events if e["type"] == "token")
+    tokens = "".join(e["data"] for e in events if e["type"] == "token")
     assert len([e for e in events if e["type"] == "token"]) > 3
-    assert events[-1]["result"] == {"reply": tokens}
+    assert events[-1]["data"] == {"reply": tokens}
     assert "hello graph" in tokens
 
 
@@ -87,7 +87,7 @@ def test_approval_routes_on_answer(connect: Connect, answer: str, approved: bool
         }
     )
     events = run_events(frames, wid)
-    assert events[-1]["result"] == {"approved": approved, "answer": answer}
+    assert events[-1]["data"] == {"approved": approved, "answer": answer}
     # The same request again is refused, and the socket lives on.
     frames.send(
         {
@@ -122,7 +122,7 @@ def test_answer_not_in_options_is_refused_and_request_stays_open(connect: Connec
     error = frames.until_type("error")[-1]
     assert (error["code"], error["path"], error["reply_to"]) == ("invalid_input", "data.value", "bad")
     frames.send({**base, "id": "good", "data": {"value": "yes"}})
-    assert run_events(frames, wid)[-1]["result"]["approved"] is True
+    assert run_events(frames, wid)[-1]["data"]["approved"] is True
 
 
 BAD_FRAMES: list[tuple[str, str, str | None]] = [
@@ -210,7 +210,7 @@ def test_node_exception_fails_only_its_run(connect: Connect) -> None:
     assert "bad data" in events[-1]["error"]["message"]
     assert "Traceback" not in events[-1]["error"]["message"]
     ok = start(frames, "data_processing", {"data": [2]}, "d")["workflow_id"]
-    assert run_events(frames, ok)[-1]["result"]["mean"] == 2.0
+    assert run_events(frames, ok)[-1]["data"]["mean"] == 2.0
 
 
 def test_cancel_ends_run_with_workflow_cancelled(connect: Connect) -> None:
@@ -252,7 +252,7 @@ def test_subscribe_since_seq_replays_exactly_then_live(connect: Connect) -> None
     live = run_events(watcher, wid)
     assert [m["seq"] for m in live] == list(range(request["seq"] + 1, live[-1]["seq"] + 1))
     assert live[0]["type"] == "input_answered"
-    assert live[-1]["result"] == {"approved": False, "answer": "no"}
+    assert live[-1]["data"] == {"approved": False, "answer": "no"}
     # A late joiner with since_seq=0 gets the whole log, seq 1 first.
     late = connect()
     late.send({"type": "subscribe", "workflow_id": wid, "since_seq": 0})
@@ -302,10 +302,17 @@ def test_chat_endpoint_speaks_the_seed_shape(connect: Connect) -> None:
     frames.send({"type": "message", "content": "hi there"})
     started = frames.recv()
     assert started["type"] == "workflow_started"
+    assert started["data"] == {"workflow_id": started["workflow_id"], "workflow": "chat"}
     events = run_events(frames, started["workflow_id"])
-    assert "hi there" in events[-1]["result"]["reply"]
+    assert all("data" in e for e in events), "every chat frame carries the seed's data field"
+    tokens = [e["data"] for e in events if e["type"] == "token"]
+    assert all(isinstance(t, str) for t in tokens)
+    reply = events[-1]["data"]["reply"]
+    assert "hi there" in reply
+    assert reply == "".join(tokens)
     frames.send({"type": "start_workflow", "workflow": "chat"})
-    assert frames.recv()["code"] == "unknown_type"
+    error = frames.recv()
+    assert error["code"] == error["data"]["code"] == "unknown_type"
     frames.send({"type": "message", "content": ""})
     error = frames.recv()
     assert (error["code"], error["path"]) == ("invalid_message", "content")

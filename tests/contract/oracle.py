@@ -90,8 +90,8 @@ class RunView:
             workflow = self.workflow.get(wid, "")
             result_schema = _RESULTS.get(workflow)
             if kind == "workflow_completed" and result_schema is not None:
-                errors = sorted(result_schema.iter_errors(message["result"]), key=str)
-                if errors and not (self.known_gaps and known_result_gap(workflow, message["result"])):
+                errors = sorted(result_schema.iter_errors(message["data"]), key=str)
+                if errors and not (self.known_gaps and known_result_gap(workflow, message["data"])):
                     raise AssertionError(
                         f"run {wid}: result breaks its workflow's schema: {errors[0].message}: {message}"
                     )

@@ -102,7 +102,7 @@ def test_after_unsubscribe_nothing_of_the_run_may_arrive() -> None:
 def test_a_truncated_log_replays_from_first_seq() -> None:
     view = RunView()
     view.observe(subscribed("r1", since=0, last=50, log_truncated=True, first_seq=41))
-    view.observe(event("token", 41, node_id="n", token="x"))
+    view.observe(event("token", 41, node_id="n", data="x"))
 
 
 @pytest.mark.parametrize(
@@ -113,4 +113,4 @@ def test_a_result_must_keep_its_workflow_schema(result: dict[str, Any], known_ga
     view = RunView(known_gaps=known_gaps)
     view.observe({**started(reply_to="c"), "workflow": "data_processing"})
     with pytest.raises(AssertionError, match="result breaks its workflow's schema"):
-        view.observe(event("workflow_completed", 2, result=result))
+        view.observe(event("workflow_completed", 2, data=result))

@@ -76,15 +76,59 @@ async def test_integer_field_accepts_big_and_integral_numbers(contract_server: S
     assert (answer["code"], answer["reply_to"]) == ("unknown_run", "s")
 
 
-async def test_big_since_seq_on_a_real_run(contract_server: Server) -> None:
+# A since_seq above the run's last seq was answered `subscribed` and then nothing came,
+# not even live events (issue 10): the connection's view started past everything the run
+# would ever log. It is refused with `since_seq_ahead` now, and nothing is attached.
+@pytest.mark.parametrize("since_seq", [2**64, 10_000])
+async def test_since_seq_above_the_runs_last_seq_is_refused(contract_server: Server, since_seq: int) -> None:
     async with connected(contract_server) as client:
-        started = await client.request({"type": "start_workflow", "workflow": "tick", "params": {"count": 1}})
-        subscribed = await client.request(
-            {"type": "subscribe", "workflow_id": started["workflow_id"], "since_seq": 2**64}
+        started = await client.request(
+            {"type": "start_workflow", "workflow": "tick", "params": {"count": 3, "delay_ms": 50}}
         )
+        wid = started["workflow_id"]
+        await client.request({"type": "unsubscribe", "workflow_id": wid})
+        refused = await client.request({"type": "subscribe", "workflow_id": wid, "since_seq": since_seq})
+        assert (refused["type"], refused["code"], refused["path"]) == ("error", "since_seq_ahead", "since_seq")
+        # Nothing was attached: a valid resume afterwards gets the whole log, then live events.
+        subscribed = await client.request({"type": "subscribe", "workflow_id": wid, "since_seq": 1})
         assert subscribed["type"] == "subscribed", subscribed
-        assert subscribed["since_seq"] == 2**64
-        await client.barrier()
+        seen = [subscribed]
+        while not any(m.get("workflow_id") == wid and m["type"] in TERMINAL for m in seen):
+            seen += await client.barrier()
+        seqs = [m["seq"] for m in seen if m.get("workflow_id") == wid and "seq" in m]
+        assert seqs == list(range(2, 2 + len(seqs)))
+
+
+# JSON null for an optional workflow param was accepted against the spec, and the run then
+# failed with a TypeError (`node_error`). The params schemas have no null: it is refused.
+@pytest.mark.parametrize(
+    ("workflow", "params", "path"),
+    [
+        ("data_processing", {"data": [1, 2], "delay_ms": None}, "params.delay_ms"),
+        ("chat", {"message": "hi", "delay_ms": None}, "params.delay_ms"),
+        ("approval", {"message": "ok?", "timeout": None}, "params.timeout"),
+        ("ticker", {"count": None}, "params.count"),
+    ],
+)
+async def test_null_params_get_invalid_params_with_the_path(
+    contract_server: Server, workflow: str, params: dict[str, Any], path: str
+) -> None:
+    async with connected(contract_server) as client:
+        answer = await client.request({"type": "start_workflow", "workflow": workflow, "params": params})
+        assert (answer["type"], answer["code"], answer["path"]) == ("error", "invalid_params", path), answer
+
+
+# A `type` nested about 1,000 levels deep made the unknown-type message's repr recurse out:
+# `internal_error`, and a traceback logged per frame. Deep nesting anywhere is `invalid_message`.
+@pytest.mark.parametrize("where", ["type", "id", "params"])
+async def test_deep_nesting_anywhere_is_invalid_message(contract_server: Server, where: str) -> None:
+    deep = "[" * 1000 + "]" * 1000
+    frame = {"type": '"start_workflow"', "workflow": '"chat"', where: deep}
+    text = "{" + ", ".join(f'"{k}": {v}' for k, v in frame.items()) + "}"
+    logged = len(contract_server.log())
+    answer = await answer_to(contract_server, text)
+    assert (answer["type"], answer["code"]) == ("error", "invalid_message"), answer
+    assert "Traceback" not in contract_server.log()[logged:], "client input must never log a traceback"
 
 
 def _nested(depth: int) -> str:
@@ -179,7 +223,7 @@ async def test_data_whose_sum_passes_the_float_range_is_refused_at_start(
         assert fine["type"] == "workflow_started", fine
         end = await client.seen_or_until(lambda m: m["type"] in TERMINAL and m["workflow_id"] == fine["workflow_id"])
         assert end["type"] == "workflow_completed", end
-        assert end["result"]["sum"] == 2.0
+        assert end["data"]["sum"] == 2.0
 
 
 def test_a_closed_socket_stops_being_a_subscriber_of_its_runs() -> None:

@@ -25,3 +25,7 @@ async def main() -> None:
         await run.respond("req_1", 42)  # error: an answer is a dict or a string
         client.on("token", lambda event: print(event.prompt))  # error: a Token has no prompt
         client.on("tokens", print)  # error: no such event type
+        client.on("token", lambda event: print(event.token))  # error: a token's text is event.data
+        client.on("progress", lambda event: print(event.percent))  # error: progress fields are in event.data
+        client.on("node_update", lambda event: print(event.status))  # error: the status is event.data.status
+        client.on("workflow_completed", lambda event: print(event.result))  # error: the result is event.data

@@ -20,6 +20,8 @@ from graphwire_client.messages import (
     DataProcessingParams,
     DataProcessingResult,
     InputRequest,
+    NodeStatus,
+    ProgressData,
     RunEvent,
     SystemAlert,
     Token,
@@ -35,7 +37,14 @@ async def main() -> None:
         async for event in run:
             assert_type(event, RunEvent)
             if event.type == "progress":
-                print(event.current, event.total)
+                assert_type(event.data, ProgressData)
+                print(event.data.current, event.data.total, event.data.percent)
+            elif event.type == "node_update":
+                assert_type(event.data.status, NodeStatus)
+            elif event.type == "token":
+                assert_type(event.data, str)
+            elif event.type == "workflow_completed":
+                assert_type(event.data, dict[str, Any])
         result = await run.result()
         assert_type(result, DataProcessingResult)
         print(result.mean + result.sum)
@@ -74,7 +83,7 @@ async def main() -> None:
             break
 
         def on_token(event: Token) -> None:
-            print(event.token)
+            print(event.data.upper())
 
         async def on_state(change: StateChange) -> None:
             print(change.old_state, change.new_state)

@@ -58,12 +58,13 @@ function detail(event: RunEvent): string {
   switch (event.type) {
     case "workflow_started":
       return event.workflow;
+    // Node events carry the node's payload in `data`, as `send_update(update_type, data)` sent it.
     case "node_update":
-      return `${event.node_id} ${event.status}`;
+      return `${event.node_id} ${event.data.status}`;
     case "progress":
-      return `${event.node_id} ${event.current}/${event.total}`;
+      return `${event.node_id} ${event.data.current}/${event.data.total}`;
     case "token":
-      return JSON.stringify(event.token);
+      return JSON.stringify(event.data);
     case "input_request":
       return event.prompt;
     case "input_answered":
@@ -72,7 +73,7 @@ function detail(event: RunEvent): string {
     case "node_event":
       return JSON.stringify(event.data);
     case "workflow_completed":
-      return JSON.stringify(event.result);
+      return JSON.stringify(event.data);
     case "workflow_failed":
       return `${event.error.code}: ${event.error.message}`;
     case "workflow_cancelled":
@@ -125,7 +126,7 @@ chatForm.addEventListener("submit", (submit) => {
       for await (const event of run) {
         logEvent(event);
         if (event.type === "token") {
-          reply.textContent += event.token;
+          reply.textContent += event.data;
           chatLog.scrollTop = chatLog.scrollHeight;
         }
       }
@@ -147,6 +148,7 @@ const dataDelay = byId<HTMLInputElement>("data-delay");
 const nodes = byId("nodes");
 const dataResult = byId("data-result");
 const dataMeta = byId("data-meta");
+const dataError = byId("data-error");
 const DATA_NODES = ["load", "transform", "aggregate"];
 
 function nodeRow(nodeId: string): HTMLElement {
@@ -194,17 +196,44 @@ function showResult(result: { count: number; sum: number; mean: number }): void 
   dataResult.hidden = false;
 }
 
+/** The numbers of the input, or what is wrong with it (shown, never silently dropped). */
+function parseNumbers(text: string): { data: number[] } | { problem: string } {
+  const entries = text.split(/[\s,;]+/).filter(Boolean);
+  if (entries.length === 0) {
+    return { problem: "Enter some numbers, separated by commas or spaces." };
+  }
+  const wrong = entries.filter((entry) => !Number.isFinite(Number(entry)));
+  if (wrong.length > 0) {
+    const shown = wrong.slice(0, 3).map((entry) => `“${entry.length > 24 ? `${entry.slice(0, 24)}…` : entry}”`);
+    const more = wrong.length > 3 ? ` and ${wrong.length - 3} more` : "";
+    const noun = wrong.length === 1 ? "is not a number" : "are not numbers";
+    return { problem: `${shown.join(", ")}${more} ${noun}: enter numbers only, like 3, 1.5, -2.` };
+  }
+  return { data: entries.map(Number) };
+}
+
+function showDataError(problem: string | undefined): void {
+  dataError.textContent = problem ?? "";
+  dataError.hidden = problem === undefined;
+  if (problem === undefined) {
+    dataInput.removeAttribute("aria-invalid");
+  } else {
+    dataInput.setAttribute("aria-invalid", "true");
+  }
+}
+
+dataInput.addEventListener("input", () => showDataError(undefined));
+
 dataForm.addEventListener("submit", (submit) => {
   submit.preventDefault();
-  const data = dataInput.value
-    .split(/[\s,;]+/)
-    .filter(Boolean)
-    .map(Number)
-    .filter((value) => Number.isFinite(value));
-  if (data.length === 0) {
-    dataMeta.textContent = "enter some numbers";
+  const parsed = parseNumbers(dataInput.value);
+  if ("problem" in parsed) {
+    showDataError(parsed.problem);
+    dataInput.focus();
     return;
   }
+  showDataError(undefined);
+  const data = parsed.data;
   nodes.replaceChildren();
   for (const nodeId of DATA_NODES) {
     nodeRow(nodeId);
@@ -218,9 +247,9 @@ dataForm.addEventListener("submit", (submit) => {
         logEvent(event);
         dataMeta.textContent = `${run.workflowId} · seq ${event.seq}`;
         if (event.type === "node_update") {
-          setNode(event.node_id, event.status, event.progress);
+          setNode(event.node_id, event.data.status, event.data.progress);
         } else if (event.type === "progress") {
-          setNode(event.node_id, "running", event.percent);
+          setNode(event.node_id, "running", event.data.percent);
         }
       }
       showResult(await run.result());

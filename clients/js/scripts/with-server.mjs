@@ -47,7 +47,7 @@ async function startServer() {
     try {
       const health = await fetch(`${http}/ws/health`);
       if (health.ok) {
-        return { child, http };
+        return { child, http, log };
       }
     } catch {
       // not listening yet
@@ -62,6 +62,7 @@ let server;
 if (!process.env.GRAPHWIRE_TEST_HTTP) {
   server = await startServer();
   process.env.GRAPHWIRE_TEST_HTTP = server.http;
+  console.error(`with-server: graphwire serve on ${server.http} (log: ${server.log})`);
 }
 const child = spawn(command, args, { stdio: "inherit", env: process.env });
 const [code, signal] = await once(child, "exit");

@@ -80,7 +80,11 @@ export interface ClientOptions {
   reconnect?: Partial<ReconnectPolicy> | false;
   /** Validate every inbound frame against the spec with ajv; invalid ones are dropped (`invalid_frame`). */
   validate?: boolean;
-  /** Ask the server to coalesce frames into `batch` frames (default true; the client unpacks them). */
+  /**
+   * Ask the server to coalesce waiting frames into `batch` frames (the client unpacks
+   * them): `true` (the default) connects with `batch=1`, `false` with `batch=0`. As in
+   * the Python SDK, the option decides: a `batch` parameter in the URL is replaced.
+   */
   batch?: boolean;
   /** Reject a command whose answer has not come after this long (default 30 000 ms). */
   commandTimeoutMs?: number;
@@ -152,11 +156,7 @@ export class GraphwireClient {
     url: string,
     private readonly options: ClientOptions = {},
   ) {
-    const target = new URL(url);
-    if (options.batch === false) {
-      target.searchParams.set("batch", "0");
-    }
-    this.url = target.toString();
+    this.url = withBatch(url, options.batch);
     this.policy = options.reconnect === false ? undefined : reconnectPolicy(options.reconnect ?? DEFAULT_RECONNECT);
     this.transport = options.transport ?? webSocketTransport(options.WebSocket);
     this.commandTimeoutMs = options.commandTimeoutMs ?? 30_000;
@@ -580,6 +580,22 @@ export class GraphwireClient {
     this.currentState = newState;
     this.events.emit("state", { oldState, newState, attempt, ...(error !== undefined && { error }) });
   }
+}
+
+/**
+ * `url` asking for the batching `batch` says (the channel's `batch` query parameter;
+ * batching is negotiated: a client that does not ask never gets a `batch` frame). The
+ * other query parameters are kept byte for byte.
+ */
+function withBatch(url: string, batch = true): string {
+  const target = new URL(url);
+  const params = target.search
+    .slice(1)
+    .split("&")
+    .filter((param) => param !== "");
+  const isBatch = (param: string): boolean => param.split("=", 1)[0] === "batch";
+  target.search = [...params.filter((param) => !isBatch(param)), `batch=${batch ? "1" : "0"}`].join("&");
+  return target.toString();
 }
 
 function closeError(url: string, code: number, reason: string): GraphwireError {

@@ -13,7 +13,8 @@
  * ├── InvalidFrame            an inbound frame is not JSON or breaks the spec (`validate: true`)
  * ├── ServerError             an `error` frame answered a command (`code`, `retryAfter` …)
  * │   ├── BadRequest              invalid_json, binary_not_supported, not_an_object,
- * │   │                           unknown_type, invalid_message, message_too_large
+ * │   │                           unknown_type, invalid_message, message_too_large,
+ * │   │                           since_seq_ahead
  * │   ├── UnknownWorkflow         unknown_workflow
  * │   ├── InvalidParams           invalid_params
  * │   ├── UnknownRun              unknown_run
@@ -135,7 +136,10 @@ export class ServerError extends GraphwireError {
   }
 }
 
-/** The frame was not a valid message (`invalid_message` names the field in `path`). */
+/**
+ * The frame was not a valid message (`invalid_message` names the field in `path`), or
+ * asked for what cannot be (`since_seq_ahead`: a `since_seq` above the run's `last_seq`).
+ */
 export class BadRequest extends ServerError {}
 /** No workflow is registered under that name. */
 export class UnknownWorkflow extends ServerError {}
@@ -165,6 +169,8 @@ const BY_CODE: Partial<Record<ErrorCode, typeof ServerError>> = {
   unknown_type: BadRequest,
   invalid_message: BadRequest,
   message_too_large: BadRequest,
+  // A `subscribe` from a seq the run has not reached: nothing was attached.
+  since_seq_ahead: BadRequest,
   unknown_workflow: UnknownWorkflow,
   invalid_params: InvalidParams,
   unknown_run: UnknownRun,

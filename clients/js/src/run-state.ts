@@ -102,7 +102,8 @@ export class RunState {
         this.pendingInputs.delete(event.request_id);
         break;
       case "workflow_completed":
-        this.finish({ status: "completed", result: event.result });
+        // The result travels in `data`, as every node payload does (the seed's envelope).
+        this.finish({ status: "completed", result: event.data });
         break;
       case "workflow_failed":
         this.finish({ status: "failed", error: new WorkflowFailed(this.workflowId, event.error) });

@@ -70,7 +70,7 @@ describe("two clients on one run", () => {
     const run = await starter.startWorkflow("data_processing", { data: [1, 2, 3, 4, 5, 6, 7, 8], delay_ms: 15 });
     let seen = 0;
     for await (const event of run) {
-      if (event.type === "progress" && event.current === 2) {
+      if (event.type === "progress" && event.data.current === 2) {
         seen = event.seq;
         break;
       }

@@ -36,9 +36,16 @@ const WID = "run_1";
 
 function event(seq: number, type = "progress"): RunEvent {
   if (type === "workflow_completed") {
-    return { type, workflow_id: WID, seq, timestamp: T, result: { n: seq } };
+    return { type, workflow_id: WID, seq, timestamp: T, data: { n: seq } };
   }
-  return { type: "progress", workflow_id: WID, seq, timestamp: T, node_id: "n", percent: 50, current: 1, total: 2 };
+  return {
+    type: "progress",
+    workflow_id: WID,
+    seq,
+    timestamp: T,
+    node_id: "n",
+    data: { percent: 50, current: 1, total: 2 },
+  };
 }
 
 function coreWithSink() {
@@ -74,8 +81,8 @@ describe("decodeFrame", () => {
 
   it("reports the validator's problems", () => {
     assert.throws(
-      () => decodeFrame(JSON.stringify(event(1)), () => ["/percent must be <= 100"]),
-      (error: unknown) => error instanceof InvalidFrame && error.errors[0] === "/percent must be <= 100",
+      () => decodeFrame(JSON.stringify(event(1)), () => ["/data/percent must be <= 100"]),
+      (error: unknown) => error instanceof InvalidFrame && error.errors[0] === "/data/percent must be <= 100",
     );
   });
 });
@@ -132,6 +139,11 @@ describe("RunState", () => {
       [1, 2, 3],
     );
     assert.equal(state.status, "completed");
+    assert.deepEqual(
+      state.outcome,
+      { status: "completed", result: { n: 3 } },
+      "the result is workflow_completed's data",
+    );
   });
 
   it("finishes from the snapshot when attached after the last event", () => {
@@ -293,6 +305,39 @@ describe("GraphwireClient over a fake transport", () => {
     await client.close();
   });
 
+  it("reads node payloads from data; the 0.1 flat shapes are invalid frames", async () => {
+    const fake = fakeTransport();
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", { transport: fake.transport, validate: true });
+    const invalid: InvalidFrame[] = [];
+    client.on("invalid_frame", (error) => invalid.push(error));
+    const tokens: string[] = [];
+    client.on("token", (token) => tokens.push(token.data));
+    await client.connect();
+    const attach = client.attach<{ reply: string }>(WID);
+    await settle();
+    fake.push({ type: "subscribed", topics: [], workflow_id: WID, since_seq: 0, reply_to: fake.sent[0]?.id });
+    const run = await attach;
+    const base = { workflow_id: WID, timestamp: T, node_id: "respond" };
+    fake.push({ ...base, type: "token", seq: 1, token: "old " }); // 0.1: the text beside data
+    fake.push({ ...base, type: "token", seq: 1, data: "Hello " });
+    fake.push({ ...base, type: "node_update", seq: 2, status: "running" }); // 0.1: flat
+    fake.push({ ...base, type: "node_update", seq: 2, data: { status: "running" } });
+    fake.push({ ...base, type: "progress", seq: 3, data: { percent: 50, current: 1, total: 2 } });
+    fake.push({ type: "batch", messages: [{ ...base, type: "token", seq: 4, data: "world" }] });
+    fake.push({ type: "workflow_completed", workflow_id: WID, seq: 5, timestamp: T, result: { reply: "old" } });
+    fake.push({ type: "workflow_completed", workflow_id: WID, seq: 5, timestamp: T, data: { reply: "Hello world" } });
+    assert.deepEqual(await run.result(), { reply: "Hello world" });
+    assert.deepEqual(tokens, ["Hello ", "world"]);
+    assert.deepEqual(
+      run.events.map((event) => event.type),
+      ["token", "node_update", "progress", "token", "workflow_completed"],
+    );
+    const progress = run.events[2];
+    assert.ok(progress?.type === "progress" && progress.data.current === 1 && progress.data.total === 2);
+    assert.equal(invalid.length, 3);
+    await client.close();
+  });
+
   it("refuses a command larger than the server's max_message_size", async () => {
     const fake = fakeTransport();
     const client = new GraphwireClient("ws://gateway.test/ws/workflow", { transport: fake.transport });
@@ -428,14 +473,43 @@ describe("the default transport", () => {
     await client.close();
   });
 
-  it("sends nothing extra without a token", async () => {
+  it("sends no credentials without a token, and asks for batches by default", async () => {
     const calls: unknown[][] = [];
     const client = new GraphwireClient("ws://gateway.test/ws/workflow", {
       WebSocket: recordingWebSocket(calls),
       reconnect: false, // one attempt: connect() rejects with its error
     });
     await assert.rejects(client.connect(), SocketOpenFailed);
-    assert.deepEqual(calls, [["ws://gateway.test/ws/workflow"]]);
+    assert.deepEqual(calls, [["ws://gateway.test/ws/workflow?batch=1"]]);
     await client.close();
+  });
+});
+
+describe("batch negotiation", () => {
+  const url = (address: string, batch?: boolean): string =>
+    new GraphwireClient(address, batch === undefined ? {} : { batch }).url;
+
+  it("asks for batch frames by default (batch=1), keeping the other query parameters as they are", () => {
+    assert.equal(url("ws://gateway.test/ws/workflow"), "ws://gateway.test/ws/workflow?batch=1");
+    assert.equal(url("ws://gateway.test/ws/workflow", true), "ws://gateway.test/ws/workflow?batch=1");
+    assert.equal(
+      url("wss://gateway.test/ws/workflow?token=a%2Fb.c&tag=x+y&tag=z"),
+      "wss://gateway.test/ws/workflow?token=a%2Fb.c&tag=x+y&tag=z&batch=1",
+    );
+  });
+
+  it("does not ask with batch: false (batch=0), whatever the URL said", () => {
+    for (const address of ["ws://gateway.test/ws/workflow", "ws://gateway.test/ws/workflow?batch=1"]) {
+      assert.equal(url(address, false), "ws://gateway.test/ws/workflow?batch=0");
+    }
+    assert.equal(
+      url("ws://gateway.test/ws/workflow?x=1&batch=1&y=2", false),
+      "ws://gateway.test/ws/workflow?x=1&y=2&batch=0",
+    );
+  });
+
+  it("lets the option decide, as the Python SDK: a batch parameter in the URL is replaced", () => {
+    assert.equal(url("ws://gateway.test/ws/workflow?batch=0"), "ws://gateway.test/ws/workflow?batch=1");
+    assert.equal(url("ws://gateway.test/ws/workflow?batch=0&batch=1", false), "ws://gateway.test/ws/workflow?batch=0");
   });
 });

@@ -14,11 +14,13 @@ import {
   type RunEvent,
   type SystemAlert,
   type TopicMessage,
+  type Transport,
   UnknownRun,
   UnknownWorkflow,
   WorkflowCancelled,
   WorkflowFailed,
   type Workflows,
+  webSocketTransport,
 } from "@graphwire/client";
 
 import { WS, post, sleep } from "./helpers/server.js";
@@ -80,8 +82,27 @@ describe("built-in workflows", () => {
     const run = await client.startWorkflow("data_processing", PARAMS.data_processing);
     const events = await collect(run);
     assertGapFree(events);
-    const progress = events.flatMap((e) => (e.type === "progress" ? [e.current] : []));
-    assert.deepEqual(progress, [1, 2, 3, 4]);
+    const progress = events.flatMap((e) => (e.type === "progress" ? [e.data] : []));
+    assert.deepEqual(
+      progress.map(({ current, total }) => [current, total]),
+      [
+        [1, 4],
+        [2, 4],
+        [3, 4],
+        [4, 4],
+      ],
+    );
+    assert.deepEqual(
+      progress.map((p) => p.percent),
+      [25, 50, 75, 100],
+    );
+    const statuses = events.flatMap((e) => (e.type === "node_update" ? [`${e.node_id} ${e.data.status}`] : []));
+    for (const node of ["load", "transform", "aggregate"]) {
+      assert.ok(statuses.includes(`${node} running`) && statuses.includes(`${node} completed`), statuses.join(", "));
+    }
+    const completed = events.at(-1);
+    assert.ok(completed?.type === "workflow_completed");
+    assert.deepEqual(completed.data, { count: 4, sum: 18, mean: 4.5 });
     const result = await run.result();
     assert.deepEqual(result, { count: 4, sum: 18, mean: 4.5 });
     const typed: number = result.mean; // typed from the spec's DataProcessingResult
@@ -95,7 +116,8 @@ describe("built-in workflows", () => {
     let streamed = "";
     for await (const event of run) {
       if (event.type === "token") {
-        streamed += event.token;
+        assert.equal(typeof event.data, "string");
+        streamed += event.data;
       }
     }
     const { reply } = await run.result();
@@ -218,14 +240,56 @@ describe("built-in workflows", () => {
   });
 });
 
-describe("without batching", () => {
-  it("gets the same events one frame at a time", async () => {
-    const client = new GraphwireClient(WS, { batch: false, validate: true });
+/** The default transport, recording the URL it opens and every text frame the server sends. */
+function recordingTransport(): { transport: Transport; urls: string[]; frames: string[] } {
+  const inner = webSocketTransport();
+  const urls: string[] = [];
+  const frames: string[] = [];
+  const transport: Transport = (url, events, options) => {
+    urls.push(url);
+    const message = (text: string): void => {
+      frames.push(text);
+      events.message(text);
+    };
+    return inner(url, { message, close: (code, reason) => events.close(code, reason) }, options);
+  };
+  return { transport, urls, frames };
+}
+
+describe("batch negotiation", () => {
+  it("asks for batch frames by default (batch=1) and unpacks whatever comes", async () => {
+    const wire = recordingTransport();
+    const client = new GraphwireClient(WS, { transport: wire.transport, validate: true });
     await client.connect();
-    assert.match(client.url, /batch=0/);
+    assert.deepEqual(wire.urls, [`${WS}?batch=1`]);
+    const run = await client.startWorkflow("ticker", { count: 100 });
+    const events = await collect(run);
+    assertGapFree(events);
+    assert.equal(events.filter((e) => e.type === "node_event").length, 100);
+    // Batched or not (that is the server's call, under load), each event reaches the run once.
+    const inFrames = wire.frames.flatMap((text) => {
+      const frame = JSON.parse(text) as { type: string; messages?: unknown[] };
+      return frame.type === "batch" ? (frame.messages ?? []) : [frame];
+    });
+    const ofRun = inFrames.filter((m) => (m as { workflow_id?: string }).workflow_id === run.workflowId);
+    assert.equal(ofRun.length, events.length);
+    await client.close();
+  });
+
+  it("batch: false asks for none (batch=0), and no batch frame ever comes", async () => {
+    const wire = recordingTransport();
+    const client = new GraphwireClient(WS, { batch: false, transport: wire.transport, validate: true });
+    await client.connect();
+    assert.deepEqual(wire.urls, [`${WS}?batch=0`]);
+    assert.match(client.url, /[?&]batch=0$/);
+    const ticks = await client.startWorkflow("ticker", { count: 100 });
+    assertGapFree(await collect(ticks));
     const run = await client.startWorkflow("data_processing", { data: [1, 2] });
     assertGapFree(await collect(run));
     assert.deepEqual(await run.result(), { count: 2, sum: 3, mean: 1.5 });
+    const types = new Set(wire.frames.map((text) => (JSON.parse(text) as { type: string }).type));
+    assert.ok(!types.has("batch"), [...types].join(", "));
+    assert.ok(types.has("node_event") && types.has("progress"));
     await client.close();
   });
 });

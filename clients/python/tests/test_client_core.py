@@ -50,7 +50,14 @@ def started(seq: int = 1, reply_to: str | None = None, wid: str = WID) -> dict[s
 
 
 def node(seq: int, wid: str = WID, status: str = "running") -> dict[str, Any]:
-    return {"type": "node_update", "workflow_id": wid, "seq": seq, "timestamp": TS, "node_id": "n", "status": status}
+    return {
+        "type": "node_update",
+        "workflow_id": wid,
+        "seq": seq,
+        "timestamp": TS,
+        "node_id": "n",
+        "data": {"status": status},
+    }
 
 
 def request(seq: int, request_id: str = "req_1") -> dict[str, Any]:
@@ -79,7 +86,7 @@ def answered(seq: int, value: str = "yes", request_id: str = "req_1") -> dict[st
 
 
 def completed(seq: int, wid: str = WID) -> dict[str, Any]:
-    return {"type": "workflow_completed", "workflow_id": wid, "seq": seq, "timestamp": TS, "result": {"ok": True}}
+    return {"type": "workflow_completed", "workflow_id": wid, "seq": seq, "timestamp": TS, "data": {"ok": True}}
 
 
 def subscribed(reply_to: str, since: int, last: int, status: str = "running", **extra: Any) -> dict[str, Any]:
@@ -387,15 +394,17 @@ def test_a_repeated_cancel_of_a_finished_run_counts_as_done() -> None:
     assert isinstance(pending.reply, Ack)
 
 
-def test_a_run_the_server_forgot_is_lost() -> None:
+@pytest.mark.parametrize("code", ["unknown_run", "since_seq_ahead"])
+def test_a_run_the_server_forgot_is_lost(code: str) -> None:
     core = online()
     run = start(core).run
     assert run is not None
     core.connection_lost()
     core.connection_made(HELLO)
     (resubscribe,) = sent(core)
-    received = core.receive_text(frame(error("unknown_run", resubscribe["id"], workflow_id=WID)))
+    received = core.receive_text(frame(error(code, resubscribe["id"], workflow_id=WID)))
     assert isinstance(run.failure, RunLost)
+    assert WID not in core.runs
     assert received.changed == [run]
     assert received.deliveries == []
 
@@ -407,6 +416,16 @@ def test_attaching_to_an_unknown_run_fails_the_attach() -> None:
     core.receive_text(frame(error("unknown_run", attach.id, workflow_id="nope")))
     assert isinstance(attach.error, UnknownRun)
     assert "nope" not in core.runs
+
+
+def test_attaching_with_a_since_seq_ahead_of_the_run_fails_the_attach() -> None:
+    core = online()
+    attach = core.command(Subscribe(type="subscribe", workflow_id=WID, since_seq=99), Subscribed)
+    sent(core)
+    core.receive_text(frame(error("since_seq_ahead", attach.id, workflow_id=WID)))
+    assert isinstance(attach.error, BadRequest)
+    assert attach.error.code is ErrorCode.since_seq_ahead
+    assert WID not in core.runs
 
 
 def test_a_truncated_log_jumps_to_its_first_seq() -> None:

@@ -114,7 +114,7 @@ def started(reply_to: str) -> dict[str, Any]:
 
 
 def token(seq: int, text: str) -> dict[str, Any]:
-    return {"type": "token", "workflow_id": "r1", "seq": seq, "timestamp": TS, "node_id": "respond", "token": text}
+    return {"type": "token", "workflow_id": "r1", "seq": seq, "timestamp": TS, "node_id": "respond", "data": text}
 
 
 async def read_into(run: Run[Any], seen: list[str]) -> None:
@@ -234,7 +234,7 @@ async def test_handlers_get_typed_events_and_a_failing_handler_is_only_logged(ca
         raise RuntimeError("handler bug")
 
     async with client_for(transport) as client:
-        client.on("token", lambda event: tokens.append(event.token))
+        client.on("token", lambda event: tokens.append(event.data))
         client.on("token", slow)
         client.on("token", broken)
         remove = client.on("*", lambda event: everything.append(event.type))
@@ -274,10 +274,148 @@ async def test_close_fails_what_waits_and_later_calls() -> None:
         await client.connect()
 
 
-async def test_token_header_and_batch_query() -> None:
+async def test_the_token_goes_in_the_authorization_header() -> None:
     transport = FakeTransport()
-    async with client_for(transport, token="s3cret", batch=False):
+    async with client_for(transport, token="s3cret"):
         pass
-    ((url, headers),) = transport.calls
-    assert url == "ws://gateway.test/ws/workflow?batch=0"
+    ((_, headers),) = transport.calls
     assert headers == {"Authorization": "Bearer s3cret"}
+
+
+@pytest.mark.parametrize(
+    ("url", "batch", "expected"),
+    [
+        ("ws://gateway.test/ws/workflow", None, "ws://gateway.test/ws/workflow?batch=1"),
+        ("ws://gateway.test/ws/workflow", True, "ws://gateway.test/ws/workflow?batch=1"),
+        ("ws://gateway.test/ws/workflow", False, "ws://gateway.test/ws/workflow?batch=0"),
+        (
+            "ws://g.test/ws/workflow?token=t%2B1&x=1&x=2&e=",
+            None,
+            "ws://g.test/ws/workflow?token=t%2B1&x=1&x=2&e=&batch=1",
+        ),
+        ("ws://g.test/ws/workflow?batch=1&token=t", False, "ws://g.test/ws/workflow?token=t&batch=0"),
+        ("ws://g.test/ws/workflow?batch=0", None, "ws://g.test/ws/workflow?batch=1"),
+    ],
+)
+async def test_batching_is_asked_for_by_default_and_not_with_batch_false(
+    url: str, batch: bool | None, expected: str
+) -> None:
+    transport = FakeTransport()
+    kwargs = {} if batch is None else {"batch": batch}
+    async with GraphwireClient(url, reconnect=FAST, transport=transport, **kwargs) as client:
+        assert client.url == url, "the client's url stays the one it was given"
+    ((connected_to, _),) = transport.calls
+    assert connected_to == expected
+
+
+def completed(seq: int) -> dict[str, Any]:
+    return {"type": "workflow_completed", "workflow_id": "r1", "seq": seq, "timestamp": TS, "data": {"reply": "abc"}}
+
+
+async def start_chat(client: GraphwireClient, socket: FakeSocket) -> tuple[Run[Any], str]:
+    starting = asyncio.create_task(client.workflows.chat.start(message="hi"))
+    start = await socket.next()
+    socket.push(started(start["id"]))
+    return await starting, start["id"]
+
+
+async def spin(turns: int = 50) -> None:
+    """Let every ready task run a few times (no time passes)."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+async def test_result_returns_only_after_every_async_handler_finished_in_event_order() -> None:
+    transport = FakeTransport()
+    gate = asyncio.Event()
+    finished: list[tuple[str, int]] = []
+
+    async def on_token(event: Token) -> None:
+        await gate.wait()  # the first token's handler holds every later one back
+        finished.append(("token", event.seq))
+
+    async def on_any(event: Any) -> None:
+        await asyncio.sleep(0)
+        finished.append(("*", getattr(event, "seq", 0)))
+
+    async with client_for(transport) as client:
+        client.on("token", on_token)
+        client.on("*", on_any)
+        socket = transport.sockets[0]
+        run, _ = await start_chat(client, socket)
+        socket.push(token(2, "a"), token(3, "b"), token(4, "c"), completed(5))
+        result = asyncio.create_task(run.result())
+        while not run.done:
+            await client._wait_run(run._state)
+        await spin()
+        assert not result.done(), "result() came back while token handlers were still waiting"
+        gate.set()
+        assert (await asyncio.wait_for(result, 2)).reply == "abc"
+        expected = [("*", 1)] + [p for seq in (2, 3, 4) for p in (("token", seq), ("*", seq))] + [("*", 5)]
+        assert finished == expected, "every handler done, one at a time, in seq order"
+
+
+async def test_handlers_that_await_the_result_or_close_the_client_do_not_deadlock() -> None:
+    transport = FakeTransport()
+    seen: list[str] = []
+
+    async with client_for(transport) as client:
+        socket = transport.sockets[0]
+        run, _ = await start_chat(client, socket)
+
+        async def waits_for_the_end(event: Token) -> None:  # blocks the handler task until the run ends
+            seen.append(f"token {(await run.result()).reply}")
+
+        async def at_the_end(event: Any) -> None:
+            await run.wait()
+            seen.append(f"completed {(await run.result()).reply}")
+
+        client.on("token", waits_for_the_end)
+        client.on("workflow_completed", at_the_end)
+        socket.push(token(2, "a"), token(3, "b"))
+        await spin()
+        socket.push(completed(4))
+        assert (await asyncio.wait_for(run.result(), 2)).reply == "abc"
+        assert seen == ["token abc", "token abc", "completed abc"]
+
+    closer_transport = FakeTransport()
+    client = client_for(closer_transport)
+    closed = asyncio.Event()
+
+    async def close_from_a_handler(event: Token) -> None:
+        await client.close()
+        closed.set()
+
+    client.on("token", close_from_a_handler)
+    await client.connect()
+    run, _ = await start_chat(client, closer_transport.sockets[0])
+    closer_transport.sockets[0].push(token(2, "a"), token(3, "b"))
+    await asyncio.wait_for(closed.wait(), 2)
+    with pytest.raises(ClientClosed):
+        await asyncio.wait_for(run.result(), 2)
+
+
+async def test_a_slow_handler_delays_result_but_not_the_events(caplog: pytest.LogCaptureFixture) -> None:
+    transport = FakeTransport()
+    release = asyncio.Event()
+    done: list[int] = []
+
+    async def slow(event: Token) -> None:
+        await release.wait()
+        done.append(event.seq)
+        if event.seq == 3:
+            raise RuntimeError("handler bug")
+
+    async with client_for(transport) as client:
+        client.on("token", slow)
+        socket = transport.sockets[0]
+        run, _ = await start_chat(client, socket)
+        socket.push(token(2, "a"), token(3, "b"), token(4, "c"), completed(5))
+        seen = [event.seq async for event in run]  # the reader is not held back by the handler
+        assert seen == [1, 2, 3, 4, 5]
+        assert done == []
+        release.set()
+        with caplog.at_level(logging.ERROR, logger="graphwire_client"):
+            await asyncio.wait_for(run.result(), 2)
+        assert done == [2, 3, 4], "a handler that raised does not stop the later ones"
+        assert "handler bug" in caplog.text

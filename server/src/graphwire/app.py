@@ -13,11 +13,12 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, field_validator
 from starlette.types import Receive, Scope, Send
 
+from graphwire import docs_page
 from graphwire._direct import direct_text_writer
 from graphwire._generated.messages import CloseCode, Connected, ErrorCode
 from graphwire.connections import Connection, ConnectionManager
@@ -26,6 +27,7 @@ from graphwire.protocol import (
     MAX_NESTING,
     WORKFLOW_MESSAGES,
     ProtocolError,
+    chat_frame,
     encode,
     error_frame,
     nests_deeper,
@@ -76,13 +78,18 @@ class Gateway:
         directly (see ``_text_sender``), skipping Starlette's per-call state checks.
         """
         settings = self.settings
-        await ws.accept()
         if len(self.connections.connections) >= settings.max_connections:
-            await ws.close(CloseCode.try_again_later, "too many connections")
+            # Refused before the upgrade: an HTTP 503 costs what a health check does, and
+            # holds no socket waiting for a close handshake the client may never answer.
+            await ws.send_denial_response(
+                PlainTextResponse("too many connections", status_code=503, headers={"Retry-After": "1"})
+            )
             return
+        await ws.accept()
         # Read from the raw query string: ws.query_params would keep a parsed copy per socket.
         query = parse_qs(ws.scope.get("query_string", b"").decode("latin-1"))
-        batching = query.get("batch", ["1"])[-1].lower() not in ("0", "false", "no")
+        # Batching is negotiated: only a client that asks (the SDKs do) may get `batch` frames.
+        batching = query.get("batch", ["0"])[-1].lower() in ("1", "true", "yes")
         conn = Connection(
             client_id=f"cl_{uuid.uuid4().hex[:16]}",
             send_text=_text_sender(send),
@@ -90,6 +97,7 @@ class Gateway:
             close_socket=lambda code, reason: ws.close(code, reason),
             settings=settings,
             batching=batching,
+            shape=chat_frame if table is CHAT_MESSAGES else None,
         )
         self.connections.add(conn)
         conn.enqueue(
@@ -256,10 +264,13 @@ def create_app(settings: Settings | None = None, registry: WorkflowRegistry | No
         """The browser demo: chat, data processing and approval over ``@graphwire/client``."""
         return _static_page("demo/index.html", "The browser demo", "make setup")
 
-    @app.get("/docs/asyncapi", response_class=HTMLResponse, include_in_schema=False)
-    async def asyncapi_docs() -> Response:
-        """``spec/asyncapi.yaml`` rendered as HTML (``make docs``)."""
-        return _static_page("docs/asyncapi.html", "The AsyncAPI documentation", "make docs")
+    @app.api_route("/docs/asyncapi", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
+    async def asyncapi_docs(request: docs_page.Request) -> Response:
+        """``spec/asyncapi.yaml`` rendered as HTML (``make docs``), showing the address it was asked at."""
+        page = STATIC / "docs" / "asyncapi.html"
+        if not page.is_file():
+            return _static_page("docs/asyncapi.html", "The AsyncAPI documentation", "make docs")
+        return await docs_page.respond(page, request)
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 

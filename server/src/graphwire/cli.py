@@ -6,12 +6,14 @@ import argparse
 import contextlib
 import gc
 import logging
+import os
 import resource
+import sys
 
 import uvicorn
 
 from graphwire.app import create_app
-from graphwire.settings import Settings
+from graphwire.settings import SettingsProblem, load_settings
 
 __all__ = ["main"]
 
@@ -54,17 +56,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workflows", args.workflows)) if v}
-    settings = Settings(**overrides)
+    try:
+        settings = load_settings(**overrides)
+    except SettingsProblem as exc:
+        print(f"graphwire: {exc}", file=sys.stderr)
+        return 2
+    # `--workflows myflows:register` names a module beside the user, as `uvicorn
+    # --app-dir .` does: the current directory is importable.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = create_app(settings)
+    except (ImportError, AttributeError, ValueError) as exc:
+        print(f"graphwire: cannot load workflows {settings.workflows}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
         ws_max_size=settings.max_message_size,
         ws_ping_interval=settings.ping_interval or None,
         ws_ping_timeout=settings.ping_timeout or None,
-        ws_per_message_deflate=settings.permessage_deflate,
+        ws_per_message_deflate=settings.compression == "deflate",
         # Thousands of watchers connect at once; uvicorn's default backlog (2048) makes the
         # rest retry their SYN a second later. The kernel caps it at net.core.somaxconn.
         backlog=settings.backlog,

@@ -141,7 +141,9 @@ class Connection:
     send_text: SendText
     close_socket: Close
     settings: Settings
-    batching: bool = True
+    batching: bool = False
+    # /ws/chat: rewrites each frame into the seed's shape (see protocol.chat_frame).
+    shape: Callable[[str], str] | None = None
     claims: dict[str, Any] = field(default_factory=dict)
     groups: set[str] = field(default_factory=set)
     topics: set[str] = field(default_factory=set)
@@ -168,6 +170,8 @@ class Connection:
         """
         if self.closed:
             return
+        if self.shape is not None:
+            frame = self.shape(frame)
         queue = self._queue
         if queue is None:
             # Nothing waits and no send is in flight: an urgent frame goes straight out.

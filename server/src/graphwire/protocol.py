@@ -28,8 +28,10 @@ __all__ = [
     "MAX_NESTING",
     "WORKFLOW_MESSAGES",
     "ProtocolError",
+    "chat_frame",
     "encode",
     "error_frame",
+    "explicit_null",
     "message_types",
     "nests_deeper",
     "now",
@@ -77,6 +79,27 @@ def encode(model: BaseModel) -> str:
     return model.model_dump_json(exclude_none=True)
 
 
+# Fields that stay outside `data` on /ws/chat: they say what the frame is, not what it carries.
+_CHAT_OUTSIDE = frozenset({"type", "data", "reply_to", "seq", "timestamp"})
+
+
+def chat_frame(frame: str) -> str:
+    """A frame in the seed's chat shape: every frame carries ``data``.
+
+    Node events already do (a ``token``'s text, a ``progress`` dict); ``workflow_failed``
+    gets its ``error``; every other frame gets its own fields, so a page that prints
+    ``msg.type`` and ``JSON.stringify(msg.data)`` always shows something readable.
+    """
+    message = orjson.loads(frame)
+    if "data" in message:
+        return frame
+    if message.get("type") == "workflow_failed":
+        message["data"] = message["error"]
+    else:
+        message["data"] = {k: v for k, v in message.items() if k not in _CHAT_OUTSIDE}
+    return orjson.dumps(message).decode()
+
+
 def error_frame(err: ProtocolError) -> str:
     return encode(
         Error(
@@ -113,20 +136,22 @@ def parse_frame(text: str, table: dict[str, type[BaseModel]]) -> BaseModel:
     if not isinstance(raw, dict):
         raise ProtocolError(ErrorCode.not_an_object, "frame must be a JSON object")
     reply_to = _reply_to(raw)
+    # Depth first: nothing below (a repr, pydantic) may meet a structure deep enough to recurse out.
+    if text.count("{") + text.count("[") > MAX_NESTING and nests_deeper(raw, MAX_NESTING):
+        raise ProtocolError(ErrorCode.invalid_message, f"frame nests deeper than {MAX_NESTING} levels", None, reply_to)
     kind = raw.get("type")
     model = table.get(kind) if isinstance(kind, str) else None
     if model is None:
         known = ", ".join(sorted(table))
+        named = repr(kind[:64]) if isinstance(kind, str) else f"a JSON {type(kind).__name__}"
         raise ProtocolError(
-            ErrorCode.unknown_type, f"unknown message type {kind!r}; expected one of {known}", "type", reply_to
+            ErrorCode.unknown_type, f"unknown message type {named}; expected one of {known}", "type", reply_to
         )
-    if text.count("{") + text.count("[") > MAX_NESTING and nests_deeper(raw, MAX_NESTING):
-        raise ProtocolError(ErrorCode.invalid_message, f"frame nests deeper than {MAX_NESTING} levels", None, reply_to)
     try:
         message = _validate(model, text)
     except ValidationError as exc:
         raise validation_error(exc, reply_to) from None
-    null = _explicit_null(message)
+    null = explicit_null(message)
     if null is not None:
         raise ProtocolError(ErrorCode.invalid_message, f"{null}: must be left out, not null", null, reply_to)
     return message
@@ -178,7 +203,7 @@ def _replace(data: Any, loc: tuple[int | str, ...], value: int) -> bool:
     return True
 
 
-def _explicit_null(model: BaseModel, prefix: str = "") -> str | None:
+def explicit_null(model: BaseModel, prefix: str = "") -> str | None:
     """Dotted path of the first field sent as ``null``: no field of a client message is nullable."""
     for name, info in type(model).model_fields.items():
         if name not in model.model_fields_set:
@@ -191,7 +216,7 @@ def _explicit_null(model: BaseModel, prefix: str = "") -> str | None:
         if isinstance(value, list):
             nested = [(f"{path}.{i}", item) for i, item in enumerate(value) if isinstance(item, BaseModel)]
         for where, item in nested:
-            found = _explicit_null(item, f"{where}.")
+            found = explicit_null(item, f"{where}.")
             if found is not None:
                 return found
     return None

@@ -30,9 +30,11 @@ from graphwire._generated.messages import (
     InputAnswered,
     InputRequest,
     NodeEvent,
+    NodeStatusData,
     NodeUpdate,
     PendingInput,
     Progress,
+    ProgressData,
     Result,
     RunSnapshot,
     RunStatus,
@@ -45,7 +47,7 @@ from graphwire._generated.messages import (
 )
 from graphwire.connections import Connection, Flusher
 from graphwire.graph import InputTimeout, use_run_context
-from graphwire.protocol import ProtocolError, encode, now
+from graphwire.protocol import ProtocolError, encode, explicit_null, now
 from graphwire.registry import ParamsError, WorkflowDefinition
 from graphwire.settings import Settings
 
@@ -153,37 +155,30 @@ class GatewayRunContext:
         self.run = run
         self.workflow_id = run.workflow_id
 
-    async def emit(self, node_id: str, update_type: str, data: dict[str, Any]) -> None:
+    async def emit(self, node_id: str, update_type: str, data: Any) -> None:
+        """``send_update(update_type, data)`` → the spec event, with the node's payload in ``data``."""
         run = self.run
         if update_type == "token":
-            token = data.get("token", data.get("content", ""))
-            run.append(Token, node_id=node_id, token=str(token))
+            run.append(Token, node_id=node_id, data=_token_text(data))
         elif update_type == "progress":
-            current = int(data.get("current", 0))
-            total = int(data.get("total", 0))
-            percent = data.get("percent")
+            fields = dict(data) if isinstance(data, dict) else {}
+            current = int(fields.get("current", 0))
+            total = int(fields.get("total", 0))
+            percent = fields.get("percent")
             if percent is None:
                 percent = 100.0 * current / total if total else 0.0
-            run.append(
-                Progress,
-                node_id=node_id,
-                percent=float(percent),
-                current=current,
-                total=total,
-                message=data.get("message"),
-            )
+            progress = ProgressData(percent=float(percent), current=current, total=total, message=fields.get("message"))
+            run.append(Progress, node_id=node_id, data=progress)
         elif update_type in ("node_status", "status"):
-            run.append(
-                NodeUpdate,
-                node_id=node_id,
-                status=data["status"],
-                progress=data.get("progress"),
-                message=data.get("message"),
+            fields = data if isinstance(data, dict) else {"status": data}
+            status = NodeStatusData(
+                status=fields["status"], progress=fields.get("progress"), message=fields.get("message")
             )
+            run.append(NodeUpdate, node_id=node_id, data=status)
         elif update_type == "result":
-            run.append(Result, node_id=node_id, data=data)
+            run.append(Result, node_id=node_id, data=_json_object(data))
         else:
-            run.append(NodeEvent, node_id=node_id, event=update_type, data=data)
+            run.append(NodeEvent, node_id=node_id, event=update_type, data=_json_object(data))
         # Yield between events of a tight loop, as a real await would, so the flusher and
         # other runs get the loop.
         await asyncio.sleep(0)
@@ -211,6 +206,20 @@ class GatewayRunContext:
                 raise InputTimeout(f"no answer to {prompt!r} within {timeout:g} s") from None
         finally:
             run.pending.pop(request_id, None)
+
+
+def _token_text(data: Any) -> str:
+    """A token's text: the seed sends a string; ``{"token": ...}`` / ``{"content": ...}`` are read too."""
+    if isinstance(data, dict):
+        data = data.get("token", data.get("content", data.get("text", "")))
+    return data if isinstance(data, str) else str(data)
+
+
+def _json_object(data: Any) -> dict[str, Any]:
+    """``result`` and ``node_event`` carry a JSON object; any other payload is wrapped as ``{"value": ...}``."""
+    if data is None:
+        return {}
+    return data if isinstance(data, dict) else {"value": data}
 
 
 def _fingerprint(workflow: str, params: dict[str, Any]) -> str:
@@ -242,11 +251,15 @@ class RunManager:
     ) -> Run:
         """Create the run, send seq 1 to the starter with ``reply_to``, start its task."""
         try:
-            validated = definition.params.model_validate(params).model_dump(mode="json")
+            model = definition.params.model_validate(params)
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             path = ".".join(str(p) for p in ("params", *first["loc"]))
             raise ProtocolError(ErrorCode.invalid_params, f"{path}: {first['msg']}", path, reply_to) from None
+        null = explicit_null(model, "params.")
+        if null is not None:  # the spec's params schemas have no null: leave a field out instead
+            raise ProtocolError(ErrorCode.invalid_params, f"{null}: must be left out, not null", null, reply_to)
+        validated = model.model_dump(mode="json")
         if definition.check is not None:
             try:
                 definition.check(validated)
@@ -319,7 +332,7 @@ class RunManager:
             self._fail(run, ErrorCode.node_error, f"{type(exc).__name__}: {exc}")
             return
         run.result = result
-        run.finish(RunStatus.completed, WorkflowCompleted, result=result)
+        run.finish(RunStatus.completed, WorkflowCompleted, data=result)
 
     @staticmethod
     def _fail(run: Run, code: ErrorCode, message: str) -> None:
@@ -340,6 +353,16 @@ class RunManager:
         Everything here is synchronous, so no event can slip between the replay and the
         live subscription: no gap, no duplicate.
         """
+        if since_seq > run.last_seq:
+            # The client claims events the run never had: answering `subscribed` would leave
+            # it waiting for seqs it thinks it has. Nothing is attached.
+            raise ProtocolError(
+                ErrorCode.since_seq_ahead,
+                f"since_seq {since_seq} is above the run's last seq {run.last_seq}",
+                "since_seq",
+                reply_to,
+                run.workflow_id,
+            )
         first = run.first_seq
         truncated = since_seq + 1 < first
         conn.enqueue(

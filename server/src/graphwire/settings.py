@@ -1,17 +1,43 @@
-"""Gateway settings (env prefix ``GRAPHWIRE_``), defaults from the seed's ``WEBSOCKET_CONFIG``."""
+"""Gateway settings (env prefix ``GRAPHWIRE_``), defaults from the seed's ``WEBSOCKET_CONFIG``.
+
+``load_settings`` is what ``graphwire serve`` uses: besides reading the variables it
+refuses an unknown ``GRAPHWIRE_*`` variable (a typo would otherwise be silently
+ignored) and turns a bad value into one line naming the variable and the expected form.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import difflib
+import os
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal
 
-__all__ = ["Settings"]
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+__all__ = ["PREFIX", "Settings", "SettingsProblem", "load_settings"]
+
+PREFIX = "GRAPHWIRE_"
+# Variables with our prefix that other graphwire tools read, never the gateway:
+# the client CLI's, the code generator's and the test suites' (any GRAPHWIRE_TEST_*).
+OTHER_TOOLS = frozenset(
+    {
+        "GRAPHWIRE_URL",
+        "GRAPHWIRE_TOKEN",
+        "GRAPHWIRE_JS_NODE_MODULES",
+        "GRAPHWIRE_REGEN_GOLDEN",
+        "GRAPHWIRE_CHROMIUM",
+        "GRAPHWIRE_CONTRACT_PROFILE",
+        "GRAPHWIRE_CONTRACT_EXAMPLES",
+    }
+)
 
 
 class Settings(BaseSettings):
     """Every knob of the gateway; ``Settings()`` reads ``GRAPHWIRE_*`` variables."""
 
-    model_config = SettingsConfigDict(env_prefix="GRAPHWIRE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -39,6 +65,63 @@ class Settings(BaseSettings):
     run_retention_seconds: float = Field(default=3600.0, ge=0)
     # Longest log kept per run; older events are dropped and resumes get `log_truncated`.
     run_log_max_events: int = Field(default=100_000, ge=10)
-    permessage_deflate: bool = False
+    # The seed's `compression`: "deflate" negotiates permessage-deflate (RFC 7692) with
+    # clients that offer it; frames are then compressed per connection.
+    compression: Literal["none", "deflate"] = "none"
     # Extra workflows: "package.module:function", each called with the WorkflowRegistry.
     workflows: list[str] = Field(default_factory=list)
+
+
+class SettingsProblem(ValueError):
+    """A ``GRAPHWIRE_*`` variable the gateway cannot use; the message is one line."""
+
+
+# What a bad value should look like, by the field's annotation, for the one-line message.
+_FORMS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _expected(name: str) -> str:
+    annotation = Settings.model_fields[name].annotation
+    if annotation in _FORMS:
+        return _FORMS[annotation]
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if typing.get_origin(annotation) is list:
+        return 'a JSON list, e.g. ["package.module:function"]'
+    return str(annotation)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from ``environ`` (default ``os.environ``) and command-line ``overrides``.
+
+    Raises ``SettingsProblem`` for an unknown ``GRAPHWIRE_*`` variable (naming the
+    closest known setting) and for a value of the wrong form.
+    """
+    environ = os.environ if environ is None else environ
+    known = {PREFIX + name.upper() for name in Settings.model_fields}
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if not upper.startswith(PREFIX) or upper in known or upper in OTHER_TOOLS:
+            continue
+        if upper.startswith(PREFIX + "TEST_"):
+            continue
+        # Compare without the prefix, which every name shares and which would make all look close.
+        names = sorted(k.removeprefix(PREFIX) for k in known)
+        close = difflib.get_close_matches(upper.removeprefix(PREFIX), names, n=1, cutoff=0.6)
+        hint = f"; did you mean {PREFIX}{close[0]}?" if close else "; the README's Settings lists every setting"
+        raise SettingsProblem(f"unknown setting {variable}{hint}")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        name = str(error["loc"][0]) if error["loc"] else ""
+        variable = PREFIX + name.upper()
+        value = environ.get(variable, overrides.get(name))
+        expected = _expected(name) if name in Settings.model_fields else "a valid value"
+        raise SettingsProblem(f"{variable}={value!r} is not valid: expected {expected} ({error['msg']})") from None
+    except SettingsError as exc:
+        # pydantic-settings could not parse a complex value (a list) as JSON.
+        name = next((n for n in Settings.model_fields if f'"{n}"' in str(exc)), "")
+        variable = PREFIX + name.upper()
+        expected = _expected(name) if name else "valid JSON"
+        raise SettingsProblem(f"{variable}={environ.get(variable)!r} is not valid: expected {expected}") from None

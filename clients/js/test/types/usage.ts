@@ -49,14 +49,30 @@ export async function usage(client: GraphwireClient): Promise<void> {
   for await (const event of run) {
     // Events are a discriminated union on `type`.
     if (event.type === "progress") {
-      const percent: number = event.percent;
+      // A node's payload is in `data`, as `send_update(update_type, data)` sent it.
+      const percent: number = event.data.percent;
       void percent;
+      // @ts-expect-error - progress fields are in `data`, not beside it (the 0.1 shape)
+      void event.percent;
+    } else if (event.type === "token") {
+      const text: string = event.data;
+      // @ts-expect-error - a token's data is its text
+      void event.data.percent;
+      void text;
+    } else if (event.type === "node_update") {
+      const status: "pending" | "running" | "completed" | "failed" | "skipped" | string = event.data.status;
+      void status;
+    } else if (event.type === "workflow_completed") {
+      const done: { [k: string]: unknown } = event.data;
+      // @ts-expect-error - the result is in `data` (the 0.1 `result` is gone)
+      void event.result;
+      void done;
     } else if (event.type === "input_request") {
       await run.respond(event.request_id, { value: "yes" });
       // @ts-expect-error - a request id is a string
       await run.respond(42, { value: "yes" });
     }
-    // @ts-expect-error - `token` only exists on token events
+    // @ts-expect-error - no event has a `token` field any more: a token's text is its `data`
     void event.token;
   }
 
@@ -72,7 +88,7 @@ export async function usage(client: GraphwireClient): Promise<void> {
   // @ts-expect-error - no such event
   client.on("no_such_event", () => {});
   client.on("system_alert", (alert: ClientEvents["system_alert"]) => void alert.message);
-  client.on("token", (token) => void token.token.toUpperCase());
+  client.on("token", (token) => void token.data.toUpperCase());
   stop();
 
   // The raw commands, one typed method per operation of the spec.

@@ -29,7 +29,7 @@ class Output(Protocol):
     def start(self, workflow: str | None, workflow_id: str) -> None: ...
     def event(self, event: RunEvent) -> None: ...
     def prompt(self, request: PendingInput) -> None: ...
-    def resume_after_prompt(self) -> None: ...
+    def resume_after_prompt(self, typed: bool) -> None: ...
     def note(self, text: str) -> None: ...
     def outcome(self, status: str, detail: Any) -> None: ...
     def stop(self) -> None: ...
@@ -52,7 +52,7 @@ class JsonOutput:
     def prompt(self, request: PendingInput) -> None:
         pass  # the input_request line already told; the answer is the next stdin line
 
-    def resume_after_prompt(self) -> None:
+    def resume_after_prompt(self, typed: bool) -> None:
         pass
 
     def note(self, text: str) -> None:
@@ -90,7 +90,12 @@ class HumanOutput:
         self.tasks: dict[str, Any] = {}
         self.tokens = Text()
         self.streaming = False
-        self.live = Live(Group(self.progress, self.tokens), console=self.console, refresh_per_second=12)
+        self._live_type = Live
+        self._group = Group(self.progress, self.tokens)
+        self.live = self._new_live()
+
+    def _new_live(self) -> Any:
+        return self._live_type(self._group, console=self.console, refresh_per_second=12)
 
     def start(self, workflow: str | None, workflow_id: str) -> None:
         self.console.print(f"[bold]{self.escape(workflow or 'run')}[/] {self.escape(workflow_id)}")
@@ -108,11 +113,11 @@ class HumanOutput:
             self._node_update(event)
         elif isinstance(event, Progress):
             task = self._task(event.node_id)
-            self.progress.update(task, total=event.total or None, completed=event.current)
+            self.progress.update(task, total=event.data.total or None, completed=event.data.current)
         elif isinstance(event, Token):
-            self.tokens.append(event.token)
+            self.tokens.append(event.data)
             if not self.live_mode:
-                self.console.file.write(event.token)
+                self.console.file.write(event.data)
                 self.console.file.flush()
                 self.streaming = True
         elif isinstance(event, NodeEvent):
@@ -122,9 +127,9 @@ class HumanOutput:
 
     def _node_update(self, event: NodeUpdate) -> None:
         task = self._task(event.node_id)
-        status = event.status
+        status = event.data.status
         node = self.escape(event.node_id)
-        message = self.escape(event.message or "")
+        message = self.escape(event.data.message or "")
         if status is NodeStatus.completed:
             total = self.progress.tasks[task].total or 1
             self.progress.update(task, total=total, completed=total, status="[green]done[/]")
@@ -147,16 +152,24 @@ class HumanOutput:
 
     def prompt(self, request: PendingInput) -> None:
         if self.live_mode:
+            # Erase the live display while asking: a spinner frozen above the question
+            # would be stale; it comes back below the answer.
+            self.live.transient = True
             self.live.stop()
         options = f" [{'/'.join(request.options)}]" if request.options else ""
         self._line(f"[bold yellow]?[/] {self.escape(request.prompt + options)}")
         self.console.file.write("> ")
         self.console.file.flush()
 
-    def resume_after_prompt(self) -> None:
-        if not sys.stdin.isatty():  # the answer came from a pipe: no Enter ended the prompt line
+    def resume_after_prompt(self, typed: bool) -> None:
+        """After a prompt: ``typed`` when a line was read from stdin (not answered elsewhere, not EOF)."""
+        if not (typed and sys.stdin.isatty()):  # no Enter at a terminal ended the prompt line
             self.console.file.write("\n")
+            self.console.file.flush()
         if self.live_mode:
+            # A new Live: the stopped one remembers its height and would erase that many
+            # lines upwards on its first refresh, the question and the typed answer.
+            self.live = self._new_live()
             self.live.start()
 
     def note(self, text: str) -> None:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import random
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -36,6 +35,7 @@ from graphwire_client._generated.messages import (
     WorkflowStarted,
 )
 from graphwire_client._generated.typed_workflows import TypedStartWorkflow, Workflows
+from graphwire_client._handlers import Handler, HandlerRunner
 from graphwire_client._run import Run
 from graphwire_client._state import ConnectionState, StateChange
 from graphwire_client._subscription import Subscription
@@ -62,7 +62,6 @@ _NO_RETRY = frozenset(
 R = TypeVar("R")
 ReplyT = TypeVar("ReplyT", bound=BaseModel)
 ModelT = TypeVar("ModelT", bound=BaseModel)
-Handler = Callable[[Any], Awaitable[None] | None]
 
 
 def _as_dict(result: dict[str, Any]) -> dict[str, Any]:
@@ -82,8 +81,15 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
 
     ``token`` is sent as ``Authorization: Bearer <token>``. ``reconnect`` sets the
     backoff and how many failed attempts in a row end the client (``ConnectionLost``).
-    ``batch=False`` asks the server for one frame per message (``?batch=0``); batches are
-    unpacked either way. ``transport`` replaces the ``websockets`` client (tests).
+    Batching is negotiated: by default the client asks for ``batch`` frames (it connects
+    with ``?batch=1``, other query parameters kept) and unpacks them; ``batch=False``
+    asks for one frame per message (``?batch=0``). The keyword decides: a ``batch`` in
+    ``url`` is replaced. ``transport`` replaces the ``websockets`` client (tests).
+
+    ``on(event_type, handler)`` handlers: a plain function is called when its event
+    arrives; an ``async def`` one is awaited on the client's handler task, one at a time
+    in event order, and ``await run.result()`` returns only once the handlers of every
+    event of the run have finished.
     """
 
     def __init__(
@@ -99,7 +105,7 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.url = url
-        self._connect_url = url if batch else _with_query(url, batch="0")
+        self._connect_url = _with_query(url, batch="1" if batch else "0")
         self._headers = dict(headers or {})
         if token is not None:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -114,7 +120,7 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         """The spec's workflows as typed handles: ``client.workflows.chat.start(message="hi")``."""
         self._state = ConnectionState.disconnected
         self._handlers: dict[str, list[Handler]] = {}
-        self._handler_tasks: set[asyncio.Future[Any]] = set()
+        self._runner = HandlerRunner(f"graphwire-client handlers {url}")
         self._futures: dict[str, asyncio.Future[PendingCommand]] = {}
         self._wakers: weakref.WeakKeyDictionary[RunState, asyncio.Event] = weakref.WeakKeyDictionary()
         self._topic_subs: dict[str, list[Subscription[TopicMessage]]] = {}
@@ -183,11 +189,7 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
             sub._closed = True
             sub._wakeup.set()
         self._set_state(ConnectionState.disconnected)
-        # A handler may be the one closing the client: it is not waited for.
-        tasks = [t for t in self._handler_tasks if t is not asyncio.current_task()]
-        for handler_task in tasks:
-            handler_task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._runner.close()  # a handler may be the one closing the client: it is not waited for
 
     async def __aenter__(self) -> GraphwireClient:
         await self.connect()
@@ -333,20 +335,10 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
 
     def _emit(self, event: str, payload: object) -> None:
         for handler in list(self._handlers.get(event, ())):
-            try:
-                result = handler(payload)
-            except Exception:
-                log.exception("an on(%r) handler raised", event)
-                continue
-            if inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-                self._handler_tasks.add(task)
-                task.add_done_callback(self._handler_done)
+            self._runner.call(event, handler, payload)
 
-    def _handler_done(self, task: asyncio.Future[Any]) -> None:
-        self._handler_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("an on(...) handler raised", exc_info=task.exception())
+    async def _handlers_settled(self) -> None:
+        await self._runner.settled()
 
     def _set_state(self, new: ConnectionState, attempt: int = 0, error: BaseException | None = None) -> None:
         old = self._state
@@ -513,7 +505,7 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
 
 
 def _with_query(url: str, **params: str) -> str:
+    """``url`` with ``params`` set, replacing those names and keeping every other parameter as it was."""
     parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query.update(params)
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    return urlunsplit(parts._replace(query=urlencode([*kept, *params.items()])))

@@ -473,10 +473,15 @@ class ClientCore:
             pending.reply = Ack(type="ack", reply_to=pending.id, command=command, workflow_id=wid)
             out.settled.append(pending)
             return
-        if isinstance(message, Subscribe) and message.workflow_id is not None and frame.code is ErrorCode.unknown_run:
+        lost = {
+            ErrorCode.unknown_run: "the server no longer knows run {}",
+            # Our since_seq is the last seq we saw: a log behind it lost events we have.
+            ErrorCode.since_seq_ahead: "the server's log of run {} ends before the events this client saw",
+        }.get(frame.code)
+        if isinstance(message, Subscribe) and message.workflow_id is not None and lost is not None:
             run = self.runs.pop(message.workflow_id, None)
             if run is not None and not run.done:
-                run.failure = RunLost(run.workflow_id, f"the server no longer knows run {run.workflow_id}")
+                run.failure = RunLost(run.workflow_id, lost.format(run.workflow_id))
                 out.touch(run)
         pending.error = error_from_frame(frame)
         out.settled.append(pending)

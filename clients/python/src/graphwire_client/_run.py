@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from graphwire_client._core import RunState
+from graphwire_client._generated.commands import Commands
 from graphwire_client._generated.events import RunEvent
 from graphwire_client._generated.messages import (
     ErrorCode,
@@ -22,12 +23,22 @@ from graphwire_client.exceptions import InputRejected, RunFinished, RunLost
 from graphwire_client.exceptions import WorkflowCancelled as WorkflowCancelledError
 from graphwire_client.exceptions import WorkflowFailed as WorkflowFailedError
 
-if TYPE_CHECKING:
-    from graphwire_client._client import GraphwireClient
-
-__all__ = ["Run"]
+__all__ = ["Run", "RunHost"]
 
 R = TypeVar("R")
+
+
+class RunHost(Protocol):
+    """What a ``Run`` needs of its client: the commands, and two waits."""
+
+    @property
+    def commands(self) -> Commands: ...
+
+    async def _wait_run(self, state: RunState) -> None:
+        """Return after the next change of ``state`` (an event, a snapshot, a failure)."""
+
+    async def _handlers_settled(self) -> None:
+        """Return once the ``on(...)`` handlers of every event delivered so far have finished."""
 
 
 class Run(Generic[R]):
@@ -42,7 +53,7 @@ class Run(Generic[R]):
     spec's workflows.
     """
 
-    def __init__(self, client: GraphwireClient, state: RunState, parse_result: Callable[[dict[str, Any]], R]) -> None:
+    def __init__(self, client: RunHost, state: RunState, parse_result: Callable[[dict[str, Any]], R]) -> None:
         self._client = client
         self._state = state
         self._parse_result = parse_result
@@ -125,14 +136,21 @@ class Run(Generic[R]):
             await self._client._wait_run(state)
 
     async def wait(self) -> None:
-        """Wait until the run ends (or can no longer be followed); never raises a run outcome."""
+        """Wait until the run ends (or can no longer be followed); never raises a run outcome.
+
+        Returns only after the client's ``on(...)`` handlers, ``async def`` ones included,
+        have finished with every event of the run (called from a handler, it does not
+        wait for handlers: they run one at a time, and one cannot wait for itself).
+        """
         while not self._state.done:
             await self._client._wait_run(self._state)
+        await self._client._handlers_settled()
 
     async def result(self) -> R:
-        """Wait for the end of the run and return its result.
+        """Wait for the end of the run and return its result (``workflow_completed``'s ``data``).
 
-        Raises ``WorkflowFailed`` (``.error.code``: ``node_error``, ``input_timeout`` …) or
+        As with ``wait()``, the ``on(...)`` handlers of the run's events have all finished
+        when it returns. Raises ``WorkflowFailed`` (``.error.code``: ``node_error``, ``input_timeout`` …) or
         ``WorkflowCancelled``; ``RunLost``, ``ConnectionLost`` or ``ClientClosed`` when the
         run can no longer be followed.
         """
@@ -140,7 +158,7 @@ class Run(Generic[R]):
         state = self._state
         terminal = state.terminal
         if isinstance(terminal, WorkflowCompleted):
-            return self._parse_result(terminal.result)
+            return self._parse_result(terminal.data)
         if isinstance(terminal, WorkflowFailed):
             raise WorkflowFailedError(self.workflow_id, terminal.error)
         if isinstance(terminal, WorkflowCancelled):

@@ -71,6 +71,36 @@ When a node waits for input, the CLI asks on the terminal; with --json it reads 
 answer per stdin line (a JSON object, or text sent as {"value": text})."""
 
 
+def _connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """``--url``, ``--token``, ``--json``, ``--max-attempts``: before or after the command.
+
+    The command's copies default to ``SUPPRESS``, so one given before the command is not
+    overwritten by the command's default.
+    """
+
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--url",
+        default=default(os.environ.get("GRAPHWIRE_URL", DEFAULT_URL)),
+        help=f"the gateway's /ws/workflow endpoint (default: $GRAPHWIRE_URL or {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--token", default=default(os.environ.get("GRAPHWIRE_TOKEN")), help="bearer token ($GRAPHWIRE_TOKEN)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="machine output: every run event as one JSON line"
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=default(8),
+        metavar="N",
+        help="give up (exit 4) after N failed connection attempts in a row (default 8)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graphwire-client",
@@ -78,20 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("GRAPHWIRE_URL", DEFAULT_URL),
-        help=f"the gateway's /ws/workflow endpoint (default: $GRAPHWIRE_URL or {DEFAULT_URL})",
-    )
-    parser.add_argument("--token", default=os.environ.get("GRAPHWIRE_TOKEN"), help="bearer token ($GRAPHWIRE_TOKEN)")
-    parser.add_argument("--json", action="store_true", help="machine output: every run event as one JSON line")
-    parser.add_argument(
-        "--max-attempts",
-        type=int,
-        default=8,
-        metavar="N",
-        help="give up (exit 4) after N failed connection attempts in a row (default 8)",
-    )
+    _connection_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="start a workflow and follow it to its end", epilog=_EPILOG)
     run.add_argument("workflow", metavar="WORKFLOW", help=f"workflow name ({', '.join(sorted(WORKFLOW_SCHEMAS))}, …)")
@@ -100,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch = sub.add_parser("watch", help="follow a run started elsewhere", epilog=_EPILOG)
     watch.add_argument("workflow_id", metavar="WORKFLOW_ID")
     watch.add_argument("--since-seq", type=int, default=0, metavar="N", help="replay events after seq N (default 0)")
+    for command in (run, watch):
+        _connection_options(command, defaults=False)
     return parser
 
 
@@ -255,8 +274,8 @@ class _Prompter:
             self.task.cancel()  # answered elsewhere while we were asking: stop asking
             self.task = None
             self.current = None
+            self.output.resume_after_prompt(typed=False)
             self.output.note(f"input request {request_id} was answered")
-            self.output.resume_after_prompt()
             self._kick()
 
     def _kick(self) -> None:
@@ -271,8 +290,8 @@ class _Prompter:
             line = await self.lines.get()
             if line is None:
                 self.eof = True
+                self.output.resume_after_prompt(typed=False)
                 self.output.note("stdin closed: waiting for the input to be answered elsewhere")
-                self.output.resume_after_prompt()
                 return
             self.responding = True
             try:
@@ -289,7 +308,7 @@ class _Prompter:
             self.queue.pop(request.request_id, None)
             self.closed_ids.add(request.request_id)
             self.current = None
-            self.output.resume_after_prompt()
+            self.output.resume_after_prompt(typed=True)
 
     async def close(self) -> None:
         if self.task is not None:

@@ -6,7 +6,8 @@
     ├── ClientClosed            the client was closed while the call waited, or before it
     ├── ServerError             an ``error`` frame answered a command (``code``, ``retry_after`` …)
     │   ├── BadRequest              invalid_json, binary_not_supported, not_an_object,
-    │   │                           unknown_type, invalid_message, message_too_large
+    │   │                           unknown_type, invalid_message, message_too_large,
+    │   │                           since_seq_ahead
     │   ├── UnknownWorkflow         unknown_workflow
     │   ├── InvalidParams           invalid_params
     │   ├── UnknownRun              unknown_run
@@ -136,7 +137,11 @@ class ServerError(GraphwireError):
 
 
 class BadRequest(ServerError):
-    """The frame was not a valid message (``invalid_message`` names the field in ``path``)."""
+    """The frame was not a valid message (``invalid_message`` names the field in ``path``).
+
+    Also ``since_seq_ahead``: an ``attach``/``subscribe`` whose ``since_seq`` is above the
+    run's ``last_seq``.
+    """
 
 
 class UnknownWorkflow(ServerError):
@@ -186,6 +191,7 @@ _BY_CODE: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.unknown_type: BadRequest,
     ErrorCode.invalid_message: BadRequest,
     ErrorCode.message_too_large: BadRequest,
+    ErrorCode.since_seq_ahead: BadRequest,
     ErrorCode.unknown_workflow: UnknownWorkflow,
     ErrorCode.invalid_params: InvalidParams,
     ErrorCode.unknown_run: UnknownRun,

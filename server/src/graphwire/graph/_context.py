@@ -38,7 +38,7 @@ class RunContext(Protocol):
 
     workflow_id: str
 
-    async def emit(self, node_id: str, update_type: str, data: dict[str, Any]) -> None:
+    async def emit(self, node_id: str, update_type: str, data: Any) -> None:
         """Publish an update of ``update_type`` from node ``node_id``."""
         ...
 

@@ -128,8 +128,16 @@ class BaseNode(Generic[PrepT, ExecT]):
             raise
 
     async def _run_async(self, shared: Shared) -> Action:
-        """How an async graph runs this node: sync nodes simply run inline."""
-        return self._run(shared)
+        """How an async graph runs a sync node: in a worker thread, never on the event loop.
+
+        A sync ``exec`` that sleeps or computes for seconds (or a retry ``wait``) would
+        otherwise stop every other run and connection of the gateway. The thread sees the
+        run's context variables (``asyncio.to_thread`` copies them); the pool is the
+        loop's default executor, bounded at ``min(32, cores + 4)`` threads. A cancelled run
+        stops waiting at once; the thread finishes its node in the background and its
+        result is dropped.
+        """
+        return await asyncio.to_thread(self._run, shared)
 
     def _exec_step(self, shared: Shared, prep_res: PrepT) -> ExecT:
         """The "exec" phase as the lifecycle sees it; graphs orchestrate here."""

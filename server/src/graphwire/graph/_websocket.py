@@ -26,13 +26,14 @@ class WebSocketNode(AsyncNode[PrepT, ExecT]):
 
     def __init__(self, max_retries: int = 1, wait: float = 0, node_id: str | None = None) -> None:
         super().__init__(node_id=node_id, max_retries=max_retries, wait=wait)
-        self.updates: list[tuple[str, dict[str, Any]]] = []
+        self.updates: list[tuple[str, Any]] = []
 
-    async def send_update(self, update_type: str, data: dict[str, Any] | None = None) -> None:
+    async def send_update(self, update_type: str, data: Any = None) -> None:
         """Publish an update (``progress``, ``token``, ``result``, or the node's own).
 
         The gateway maps it to the matching server message for the run's
-        subscribers.
+        subscribers, with ``data`` as its payload: a ``token``'s text (a string, as
+        the seed sends it), a ``progress`` dict, or any JSON value.
         """
         payload = data if data is not None else {}
         ctx = run_context.get()

@@ -39,7 +39,7 @@ class Respond(WebSocketNode[tuple[str, float], str]):
         parts: list[str] = []
         async for token in self.responder(message):
             parts.append(token)
-            await self.send_update("token", {"token": token})
+            await self.send_update("token", token)
             if delay:
                 await asyncio.sleep(delay)
         return "".join(parts)
