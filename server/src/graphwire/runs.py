@@ -161,7 +161,7 @@ class GatewayRunContext:
         if update_type == "token":
             run.append(Token, node_id=node_id, data=_token_text(data))
         elif update_type == "progress":
-            fields = dict(data) if isinstance(data, dict) else {}
+            fields = data if isinstance(data, dict) else {}
             current = int(fields.get("current", 0))
             total = int(fields.get("total", 0))
             percent = fields.get("percent")
