@@ -6,6 +6,7 @@ limit; its own CPU time is reported so that can be checked.
 
 Modes:
   fanout  start a ticker with wait_for_go, attach N watchers, send go, measure
+          (``--stalled K`` adds K watchers that subscribe, then stop reading)
   idle    open N connections, print "ready", hold them until stdin closes
 """
 
@@ -15,13 +16,16 @@ import argparse
 import asyncio
 import contextlib
 import resource
+import socket
+import struct
 import sys
 import time
 from array import array
 from typing import Any
 
 import orjson
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows.url import WSParsedURL
 
 TERMINAL = {"workflow_completed", "workflow_failed", "workflow_cancelled"}
 
@@ -92,6 +96,173 @@ class Watcher(WSListener):
             self.done.set_result(True)
 
 
+# A stalled watcher's socket: a small receive buffer (the kernel doubles it, to 8 KiB) and an
+# internet-sized MSS. Linux sizes a sender's buffer from the MSS, and loopback's 64 KiB MSS
+# would give the server's end a 4 MB kernel buffer that absorbs the whole run; at 1460 it
+# holds about 100 KB, about what it starts with for a peer across the internet.
+STALLED_RCVBUF = 4096
+STALLED_MSS = 1460
+# How often the stalled sockets' TCP state is looked up during the ticks.
+STALL_POLL_S = 0.05
+# After the fast watchers are done, how long a stalled watcher gets to read what was kept for it.
+DRAIN_S = 10.0
+TCP_ESTABLISHED = 1
+
+
+class StalledWatcher(Watcher):
+    """A watcher that subscribes like the others, then never reads until the fast ones are done.
+
+    Its ticks count nowhere. It stops reading (``pause_reading``) as soon as ``subscribed``
+    arrives, so what the server sends it fills its receive buffer, then the server's kernel
+    buffer, then whatever the gateway keeps for it. Meanwhile the kernel tells how both ends
+    of its socket stand (``SocketDiag``). Once the fast watchers are done it reads again and
+    notes what it had been kept: the last tick, a close frame, the end of the stream.
+    """
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count, array("d"))
+        self.last_i = 0
+        self.last_sent_at = 0.0
+        self.close_code: int | None = None
+        self.ended_at: float | None = None  # the connection ended (seen once reading again)
+        self.local_port = 0
+        self.server_port = 0
+        # Seen from the kernel while not reading: the server's end of the socket, and ours.
+        self.server_send_queue_max = 0  # bytes its kernel holds, unsent (the socket is full)
+        self.server_closed_at: float | None = None  # the server's end left ESTABLISHED (fd closed)
+        self.client_end_at: float | None = None  # our end got a FIN or a reset
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        self.local_port = transport.underlying_transport.get_extra_info("sockname")[1]
+        self.server_port = transport.underlying_transport.get_extra_info("peername")[1]
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.ended_at = time.time()
+        super().on_ws_disconnected(transport)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.CLOSE:
+            self.close_code = frame.get_close_code().value
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+            return
+        super().on_ws_frame(transport, frame)
+
+    def handle(self, message: dict[str, Any], now: float) -> None:
+        if message["type"] == "node_event":
+            data = message["data"]
+            if data["i"] > self.last_i:
+                self.last_i = data["i"]
+                self.last_sent_at = data["sent_at"]
+        super().handle(message, now)
+        if message["type"] == "subscribed" and self.transport is not None:
+            self.transport.underlying_transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and not self.transport.is_disconnected:
+            self.transport.underlying_transport.resume_reading()
+
+    def sample(self, diag: SocketDiag, now: float) -> None:
+        """Note how both ends of this socket stand."""
+        server_end = diag.lookup(self.server_port, self.local_port)
+        if server_end is None or server_end[0] != TCP_ESTABLISHED:
+            if self.server_closed_at is None:
+                self.server_closed_at = now
+        else:
+            self.server_send_queue_max = max(self.server_send_queue_max, server_end[1])
+        client_end = diag.lookup(self.local_port, self.server_port)
+        if (client_end is None or client_end[0] != TCP_ESTABLISHED) and self.client_end_at is None:
+            self.client_end_at = now
+
+    def report(self, go: float) -> dict[str, Any]:
+        def since_go(at: float | None) -> float | None:
+            return None if at is None else at - go
+
+        return {
+            "ticks_kept": self.received,  # the ticks it got once it read again
+            "last_tick_sent_s": since_go(self.last_sent_at or None),
+            "completed": self.done.done() and self.done.result(),
+            "close_code": self.close_code,
+            "ended": self.ended_at is not None,
+            "server_send_queue_max": self.server_send_queue_max,
+            "server_closed_s": since_go(self.server_closed_at),
+            "client_end_s": since_go(self.client_end_at),
+        }
+
+
+class SocketDiag:
+    """One TCP socket's state, looked up in the kernel by its ports (netlink ``sock_diag``).
+
+    What ``ss`` reads, for one socket and in microseconds: ``/proc/net/tcp`` prints every
+    socket of the machine (about 10 ms of the load generator's core at 1,000 watchers).
+    """
+
+    NETLINK_SOCK_DIAG = 4
+    SOCK_DIAG_BY_FAMILY = 20
+    NLM_F_REQUEST = 1
+    NLMSG_ERROR = 2
+    LOOPBACK = socket.inet_aton("127.0.0.1") + bytes(12)  # __be32 address[4]
+    NO_COOKIE = 0xFFFFFFFF
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, self.NETLINK_SOCK_DIAG)
+
+    def lookup(self, local_port: int, remote_port: int) -> tuple[int, int] | None:
+        """State and unsent bytes of the loopback socket ``local_port`` → ``remote_port``; None: gone."""
+        # struct inet_diag_req_v2: family, protocol, ext, pad, states, then inet_diag_sockid:
+        # sport, dport (big-endian), src[4], dst[4], interface, cookie[2].
+        sockid = struct.pack("!HH", local_port, remote_port) + self.LOOPBACK + self.LOOPBACK
+        sockid += struct.pack("=III", 0, self.NO_COOKIE, self.NO_COOKIE)
+        request = struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + sockid
+        header = struct.pack("=IHHII", 16 + len(request), self.SOCK_DIAG_BY_FAMILY, self.NLM_F_REQUEST, 1, 0)
+        self.sock.send(header + request)
+        reply = self.sock.recv(65536)
+        if struct.unpack_from("=IH", reply)[1] == self.NLMSG_ERROR:
+            return None  # ENOENT: no such socket any more
+        # struct inet_diag_msg after the 16-byte header: family, state, timer, retrans,
+        # inet_diag_sockid (48 bytes), expires, rqueue, wqueue (bytes not yet acknowledged).
+        state: int = reply[17]
+        unsent: int = struct.unpack_from("=I", reply, 16 + 4 + 48 + 8)[0]
+        return state, unsent
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def stalled_socket(_url: WSParsedURL) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # Before connect: the MSS goes out in the SYN, and the window is scaled from the buffer.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALLED_RCVBUF)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, STALLED_MSS)
+    return sock
+
+
+async def open_stalled(url: str, k: int, count: int) -> list[StalledWatcher]:
+    async def one() -> StalledWatcher:
+        _, listener = await ws_connect(
+            lambda: StalledWatcher(count), url, websocket_handshake_timeout=30, socket_factory=stalled_socket
+        )
+        assert isinstance(listener, StalledWatcher)
+        return listener
+
+    return list(await asyncio.gather(*(one() for _ in range(k))))
+
+
+async def watch_stalled(stalled: list[StalledWatcher], stop: asyncio.Event) -> None:
+    """Sample the stalled sockets' TCP state until ``stop``, without reading from them."""
+    diag = SocketDiag()
+    try:
+        while not stop.is_set():
+            now = time.time()
+            for w in stalled:
+                w.sample(diag, now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STALL_POLL_S)
+    finally:
+        diag.close()
+
+
 def raise_fd_limit() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
@@ -136,11 +307,15 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
         }
     )
     request = await asyncio.wait_for(started, 30)
+    # The stalled ones subscribe first: ahead of every fast watcher in the run's fan-out order.
+    stalled = await open_stalled(args.url, args.stalled, args.count)
     watchers = await open_watchers(args.url, args.n, args.count, latencies)
-    subscribed = [w.expect("subscribed") for w in watchers]
-    for w in watchers:
+    subscribed = [w.expect("subscribed") for w in [*stalled, *watchers]]
+    for w in [*stalled, *watchers]:
         w.send({"type": "subscribe", "workflow_id": request["workflow_id"], "since_seq": request["seq"]})
     await asyncio.wait_for(asyncio.gather(*subscribed), 60)
+    stop_watching = asyncio.Event()
+    watching = asyncio.get_running_loop().create_task(watch_stalled(stalled, stop_watching)) if stalled else None
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     go = time.time()
     control.send(
@@ -160,7 +335,13 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
     expected = args.n * args.count
     elapsed = max(end - go, 1e-9)
     client_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
-    for w in [*watchers, control]:
+    if watching is not None:
+        stop_watching.set()
+        await watching
+        for w in stalled:
+            w.resume()
+        await asyncio.wait([w.done for w in stalled], timeout=DRAIN_S)
+    for w in [*stalled, *watchers, control]:
         if w.transport is not None:
             w.transport.disconnect()
     return {
@@ -181,6 +362,8 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
         "latency_p99_ms": 1000 * percentile(latencies, 0.99),
         "client_cpu_s": client_cpu,
         "client_cpu_share": client_cpu / elapsed,
+        "stalled": args.stalled,
+        "stalled_watchers": [w.report(go) for w in stalled],
     }
 
 
@@ -199,6 +382,7 @@ def main() -> None:
     parser.add_argument("--payload-bytes", type=int, default=100)
     parser.add_argument("--interval-ms", type=float, default=0)
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--stalled", type=int, default=0, help="fanout: watchers that stop reading once subscribed")
     args = parser.parse_args()
     raise_fd_limit()
     with contextlib.suppress(ImportError):

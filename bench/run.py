@@ -2,12 +2,15 @@
 
 Each server runs pinned to core 0 and the load generator (``loadgen.py``, its own
 process) to core 1, on loopback. Scenarios: one ``ticker`` run fanned out to N watchers,
-flat out and paced; memory per idle connection. Every figure is the median of the
-repetitions, and every graphwire figure is also given as a ratio to the raw server's
-figure from the same run, because these machines are noisy.
+flat out and paced; the same paced fan-out with and without a stalled watcher (one that
+subscribes, then never reads); memory per idle connection. Every figure is the median of
+the repetitions, and every graphwire figure is also given as a ratio to the raw server's
+figure from the same run (the stalled scenario: to graphwire's own run without the
+stalled watcher), because these machines are noisy.
 
 ``--smoke`` runs a seconds-long profile (used by the test suite so the benchmark keeps
-working); it checks correctness (no lost or duplicated events), not speed.
+working); it checks correctness (no lost or duplicated events), not speed. ``--only``
+runs some of the scenarios (``--only stalled``); the report then holds just those.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -75,18 +79,23 @@ def server_kinds() -> list[ServerKind]:
 
 
 class Server:
-    def __init__(self, kind: ServerKind) -> None:
+    def __init__(self, kind: ServerKind, env: Mapping[str, str] | None = None) -> None:
         self.kind = kind
         self.port = free_port()
+        # A file, not a pipe: nobody reads the server's log while it runs, and warnings
+        # (slow consumers, a busy loop) filling a pipe would stop the server mid-run.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop(), outlives __init__
         self.process = subprocess.Popen(
-            pinned(0, [*kind.argv, str(self.port)]), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            pinned(0, [*kind.argv, str(self.port)]),
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            env={**os.environ, **(env or {})},
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{kind.name} exited: {self.process.stderr.read().decode() if self.process.stderr else ''}"
-                )
+                self.log.seek(0)
+                raise RuntimeError(f"{kind.name} exited: {self.log.read().decode(errors='replace')}")
             try:
                 if kind.ready_path:
                     urllib.request.urlopen(f"http://127.0.0.1:{self.port}{kind.ready_path}", timeout=1).close()
@@ -118,9 +127,10 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.log.close()
 
 
-def fanout(server: Server, n: int, count: int, interval_ms: float, payload: int) -> dict[str, Any]:
+def fanout(server: Server, n: int, count: int, interval_ms: float, payload: int, stalled: int = 0) -> dict[str, Any]:
     budget = 60 + count * interval_ms / 1000 * 2
     cpu0 = server.cpu_seconds()
     wall0 = time.monotonic()
@@ -143,6 +153,8 @@ def fanout(server: Server, n: int, count: int, interval_ms: float, payload: int)
                 str(payload),
                 "--timeout",
                 str(budget),
+                "--stalled",
+                str(stalled),
             ],
         ),
         capture_output=True,
@@ -159,9 +171,9 @@ def fanout(server: Server, n: int, count: int, interval_ms: float, payload: int)
     return result
 
 
-def on_fresh_server(kind: ServerKind, measure: Callable[[Server], T]) -> T:
-    """Start a server of ``kind``, measure it, stop it."""
-    server = Server(kind)
+def on_fresh_server(kind: ServerKind, measure: Callable[[Server], T], env: Mapping[str, str] | None = None) -> T:
+    """Start a server of ``kind`` (``env``: extra environment variables), measure it, stop it."""
+    server = Server(kind, env)
     try:
         return measure(server)
     finally:
@@ -211,6 +223,60 @@ def scenarios(smoke: bool, offered: int) -> list[Scenario]:
     return out
 
 
+@dataclass
+class StallScenario:
+    """Paced fan-out to n watchers, once as is and once with ``stalled`` more that never read."""
+
+    n: int
+    stalled: int
+    count: int
+    interval_ms: float
+    payload: int
+
+
+# The stalled scenario's gateway: a socket that takes no data for 2 s is closed (1013), and
+# a peer that does not answer the close within 1 s is aborted, so that both happen within
+# the six seconds of ticks. Both runs, with and without the stalled watcher, use it.
+STALL_ENV = {"GRAPHWIRE_WRITE_TIMEOUT": "2", "GRAPHWIRE_CLOSE_TIMEOUT": "1"}
+# Ticks this large fill a stalled socket (its ~8 KiB receive buffer, ~100 KB in the server's
+# kernel, the transport's 64 KiB) within the first second; the run sends each watcher ~1 MB.
+STALL_PAYLOAD = 8192
+
+
+def stall_scenarios(smoke: bool, offered: int) -> list[StallScenario]:
+    if smoke:
+        # Four seconds: long enough for the gateway to close the stalled one (2 s + 1 s) mid-run.
+        return [StallScenario(20, 1, 400, 10, STALL_PAYLOAD)]
+    n = 1000
+    interval = 1000 * n / offered  # the paced rows' rate
+    return [StallScenario(n, 1, max(10, int(6000 / interval)), interval, STALL_PAYLOAD)]
+
+
+def stall_row(stall: StallScenario, without: list[dict[str, Any]], stalled: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fast watchers' figures without and with the stalled watchers, side by side."""
+    before, after = median_of(without), median_of(stalled)
+    return {
+        "server": "graphwire",
+        "scenario": "stalled",
+        "n": stall.n,
+        "stalled": stall.stalled,
+        "count": stall.count,
+        "interval_ms": stall.interval_ms,
+        "payload_bytes": stall.payload,
+        "env": STALL_ENV,
+        "without": before,
+        "with": after,
+        "p50_ratio": after["latency_p50_ms"] / before["latency_p50_ms"],
+        "p99_ratio": after["latency_p99_ms"] / before["latency_p99_ms"],
+        "p99_ms_each": {
+            "without": [r["latency_p99_ms"] for r in without],
+            "with": [r["latency_p99_ms"] for r in stalled],
+        },
+        # One list per repetition: what each stalled watcher saw.
+        "stalled_watchers": [r["stalled_watchers"] for r in stalled],
+    }
+
+
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ["deliveries_per_s", "latency_p50_ms", "latency_p99_ms", "client_cpu_share", "server_cpu_share"]
     merged = {k: statistics.median(r[k] for r in runs) for k in keys}
@@ -248,18 +314,25 @@ def main() -> int:
     parser.add_argument("--offered", type=int, default=20_000, help="paced load, deliveries/s")
     parser.add_argument("--payload-bytes", type=int, default=100, help="tick payload (the frame is ~100 bytes more)")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument(
+        "--only", action="append", choices=["flat", "paced", "stalled", "idle"], help="run only these (repeatable)"
+    )
     args = parser.parse_args()
+    only = set(args.only or ["flat", "paced", "stalled", "idle"])
     reps = 1 if args.smoke else args.reps
-    plan = scenarios(args.smoke, args.offered)
-    idle_sizes = [200] if args.smoke else [5000, 10_000]
+    plan = [s for s in scenarios(args.smoke, args.offered) if s.name in only]
+    stall_plan = stall_scenarios(args.smoke, args.offered) if "stalled" in only else []
+    idle_sizes = ([200] if args.smoke else [5000, 10_000]) if "idle" in only else []
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "versions": versions(),
         "profile": "smoke" if args.smoke else "full",
+        "only": sorted(only),
         "reps": reps,
         "offered_paced": args.offered,
         "fanout": [],
+        "stalled": [],
         "idle_kb_per_connection": {},
     }
     kinds = server_kinds()
@@ -283,6 +356,27 @@ def main() -> int:
             row |= {"interval_ms": scenario.interval_ms} | median_of(runs[kind.name])
             results["fanout"].append(row)
             print(json.dumps(row), flush=True)
+    # The raw server has no slow-consumer handling (broadcast() buffers without bound for a
+    # socket that does not read), so only graphwire runs this, against itself without it.
+    graphwire = next(kind for kind in kinds if kind.name == "graphwire")
+    for stall in stall_plan:
+        by_stalled: dict[int, list[dict[str, Any]]] = {0: [], stall.stalled: []}
+        for rep in range(reps):
+            # The two take turns, and swap who goes first every repetition.
+            for k in (0, stall.stalled) if rep % 2 == 0 else (stall.stalled, 0):
+                measure = functools.partial(
+                    fanout,
+                    n=stall.n,
+                    count=stall.count,
+                    interval_ms=stall.interval_ms,
+                    payload=stall.payload,
+                    stalled=k,
+                )
+                by_stalled[k].append(on_fresh_server(graphwire, measure, env=STALL_ENV))
+        row = stall_row(stall, by_stalled[0], by_stalled[stall.stalled])
+        results["stalled"].append(row)
+        print(json.dumps(row), flush=True)
+        print(stall_summary(row), flush=True)
     idle_kinds = [kind for kind in kinds if kind.every_size]
     for n in idle_sizes:
         values: dict[str, list[float]] = {kind.name: [] for kind in idle_kinds}
@@ -297,17 +391,74 @@ def main() -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "RESULTS.md").write_text(render(results))
     print(render(results))
-    bad = [r for r in results["fanout"] if r["lost"] or r["duplicates"] or r["unfinished"]]
+    measured = [*results["fanout"], *(r[side] for r in results["stalled"] for side in ("without", "with"))]
+    bad = [r for r in measured if r["lost"] or r["duplicates"] or r["unfinished"]]
     return 1 if bad else 0
+
+
+def each(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
+
+
+def stall_summary(row: dict[str, Any]) -> str:
+    before, after = row["without"], row["with"]
+    return (
+        f"stalled: {row['n']} fast watchers, p99 {before['latency_p99_ms']:.1f} ms without, "
+        f"{after['latency_p99_ms']:.1f} ms with {row['stalled']} stalled ({row['p99_ratio']:.2f}×); "
+        f"p50 {before['latency_p50_ms']:.1f} / {after['latency_p50_ms']:.1f} ms; "
+        f"lost {before['lost']} / {after['lost']}, duplicates {before['duplicates']} / {after['duplicates']}; "
+        f"p99 of each run: {each(row['p99_ms_each']['without'])} without, {each(row['p99_ms_each']['with'])} with. "
+        f"The stalled watcher: {describe_stalled(row)}"
+    )
+
+
+def describe_stalled(row: dict[str, Any]) -> str:
+    """What happened to the stalled watchers, over every repetition, seen from outside."""
+    reports = [w for rep in row["stalled_watchers"] for w in rep]
+    if not reports:
+        return "none ran."
+
+    def median(key: str) -> float | None:
+        values = [w[key] for w in reports if w[key] is not None]
+        return statistics.median(values) if values else None
+
+    def of(count: int) -> str:
+        return f"{count}/{len(reports)}"
+
+    kept = median("ticks_kept") or 0
+    last = median("last_tick_sent_s")
+    unsent = (median("server_send_queue_max") or 0) / 1000
+    text = f"medians of {len(reports)}: once it read again it got {kept:.0f} of {row['count']} ticks"
+    if last is not None:
+        text += f", the last sent {last:+.1f} s after the first tick"
+    text += f" ({unsent:.0f} KB sat unsent in the server's kernel); "
+    closed = [w for w in reports if w["close_code"] is not None or w["server_closed_s"] is not None]
+    if closed:
+        at = median("server_closed_s")
+        text += f"the server closed it in {of(len(closed))} runs"
+        text += f", its end of the socket {at:+.1f} s after the first tick" if at is not None else ""
+        framed = [w for w in closed if w["close_code"] is not None]
+        codes = ", ".join(sorted({str(w["close_code"]) for w in framed}))
+        text += f"; close frame {codes} in {of(len(framed))}" if framed else ""
+        aborted = len(closed) - len(framed)
+        text += f"; aborted (the stream ended without a close frame) in {of(aborted)}" if aborted else ""
+        seen = median("client_end_s")
+        text += f"; its own end saw the FIN or reset {seen:+.1f} s" if seen is not None else ""
+    else:
+        text += f"the server had not closed it when the fast watchers were done ({of(len(reports))} runs)"
+    completed = sum(1 for w in reports if w["completed"])
+    return text + (f"; it got workflow_completed in {of(completed)}." if completed else ".")
 
 
 def render(results: dict[str, Any]) -> str:
     rows = results["fanout"]
     raw = {(r["scenario"], r["n"]): r for r in rows if r["server"] == "raw-websockets"}
+    only = results.get("only", [])
+    partial = f", only {', '.join(only)}" if set(only) != {"flat", "paced", "stalled", "idle"} else ""
     lines = [
         "# Fan-out benchmark",
         "",
-        f"Generated by `make bench` (`bench/run.py`, profile {results['profile']}) on {results['date']}.",
+        f"Generated by `make bench` (`bench/run.py`, profile {results['profile']}{partial}) on {results['date']}.",
         f"Machine: {results['machine']}. Server pinned to core 0, load generator (picows, own process) to core 1.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
         f"Medians of {results['reps']} repetitions; one `ticker` run fanned out to N watchers; "
@@ -315,6 +466,21 @@ def render(results: dict[str, Any]) -> str:
         "",
         "`graphwire` rows: watchers that ask for `batch` frames (`?batch=1`, as the SDKs do); `graphwire (plain",
         "client)`: watchers that did not ask (the seed's bare `websockets` client), which get every frame on its own.",
+    ]
+    if rows:
+        lines += fanout_table(rows, raw)
+    if results.get("stalled"):
+        lines += stall_table(results["stalled"])
+    if results["idle_kb_per_connection"]:
+        lines += ["", "| server | idle connections | KB per idle connection |", "|---|---|---|"]
+        for server, sizes in results["idle_kb_per_connection"].items():
+            for n, kb in sizes.items():
+                lines.append(f"| {server} | {n} | {kb:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def fanout_table(rows: list[dict[str, Any]], raw: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
+    lines = [
         "",
         "p99 ratio (paced rows): graphwire's p99 latency ÷ the raw server's; below 1 is lower. Flat out,",
         "latency is time spent queued behind a producer that outruns the reader, so it is not compared.",
@@ -325,10 +491,11 @@ def render(results: dict[str, Any]) -> str:
     ]
     for r in rows:
         base = raw.get((r["scenario"], r["n"]))
-        other = base is not None and r is not base
-        ratio = f"{r['deliveries_per_s'] / base['deliveries_per_s']:.2f}×" if other else ""
-        paced = other and r["scenario"] == "paced"
-        p99_ratio = f"{r['latency_p99_ms'] / base['latency_p99_ms']:.2f}" if paced else ""
+        ratio = p99_ratio = ""
+        if base is not None and r is not base:
+            ratio = f"{r['deliveries_per_s'] / base['deliveries_per_s']:.2f}×"
+            if r["scenario"] == "paced":
+                p99_ratio = f"{r['latency_p99_ms'] / base['latency_p99_ms']:.2f}"
         lines.append(
             f"| {r['scenario']} | {r['n']} | {r['server']} | {r['deliveries_per_s']:,.0f} | {ratio} | "
             f"{r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} | {p99_ratio} | {r['lost']} | "
@@ -341,11 +508,49 @@ def render(results: dict[str, Any]) -> str:
             f"{len(bound)} row(s) ran the load generator's core at 90% or more: there the client was the "
             "limit, and the server's deliveries/s is a lower bound (compare its server CPU).",
         ]
-    lines += ["", "| server | idle connections | KB per idle connection |", "|---|---|---|"]
-    for server, sizes in results["idle_kb_per_connection"].items():
-        for n, kb in sizes.items():
-            lines.append(f"| {server} | {n} | {kb:.1f} |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def stall_table(rows: list[dict[str, Any]]) -> list[str]:
+    env = ", ".join(f"`{k}={v}`" for k, v in rows[0]["env"].items())
+    lines = [
+        "",
+        "## A stalled watcher among fast ones",
+        "",
+        "The paced rate above (graphwire, `?batch=1`), with ticks of 8 KiB so that a socket that does not",
+        "read is full within a second (hence higher latencies than the paced rows'), run twice in each",
+        "repetition, taking turns (who goes first alternates): N fast watchers alone, and the same N with",
+        "stalled watchers that subscribe to the same run (ahead of the fast ones), then never read again",
+        "(receive buffer 4 KiB and MSS 1460 set before connecting, `pause_reading()` once `subscribed`",
+        "arrives). Their frames are not counted: the figures are the fast watchers'. The stalled watcher",
+        "is watched from outside (netlink `sock_diag`, as `ss` does: how the server's end of its socket",
+        "stands) and reads again once the fast ones are done, to see what it had been kept.",
+        f"Gateway: {env}, defaults otherwise.",
+        "The raw-websockets server is not run here: `websockets.broadcast()` has no slow-consumer",
+        "handling (it buffers without bound for a socket that does not read, and `raw_server.py` turns",
+        "keepalive pings off).",
+        "",
+        "| N fast | stalled | ticks × payload | p50 ms without | p50 ms with | p99 ms without | p99 ms with "
+        "| p99 with ÷ without | lost | dup | client CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a, b = r["without"], r["with"]
+        lines.append(
+            f"| {r['n']} | {r['stalled']} | {r['count']} × {r['payload_bytes']:,} B every {r['interval_ms']:g} ms | "
+            f"{a['latency_p50_ms']:.1f} | {b['latency_p50_ms']:.1f} | {a['latency_p99_ms']:.1f} | "
+            f"{b['latency_p99_ms']:.1f} | {r['p99_ratio']:.2f} | {a['lost']} / {b['lost']} | "
+            f"{a['duplicates']} / {b['duplicates']} | {100 * a['client_cpu_share']:.0f}% / "
+            f"{100 * b['client_cpu_share']:.0f}% |"
+        )
+    for r in rows:
+        each_run = r["p99_ms_each"]
+        lines += [
+            "",
+            f"N={r['n']}: p99 of each run, ms: {each(each_run['without'])} without; {each(each_run['with'])} with.",
+            f"The stalled watcher, {describe_stalled(r)}",
+        ]
+    return lines
 
 
 if __name__ == "__main__":

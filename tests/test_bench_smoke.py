@@ -1,7 +1,8 @@
 """The benchmark keeps working: its seconds-long smoke profile runs both servers end to end.
 
 Speed is never asserted here (that is ``make bench``'s job); correctness is: every event
-reaches every watcher exactly once on both servers, and the report is written.
+reaches every watcher exactly once on both servers, also while a stalled watcher (one that
+stopped reading) is on the same run, and the report is written.
 """
 
 from __future__ import annotations
@@ -31,5 +32,14 @@ def test_bench_smoke_profile(tmp_path: Path) -> None:
         if row["server"] == "graphwire (plain client)":
             assert row["batches"] == 0, "a client that did not ask for batch frames got one"
     assert set(results["idle_kb_per_connection"]) == {"graphwire", "raw-websockets"}
+    (stall,) = results["stalled"]
+    assert (stall["n"], stall["stalled"]) == (20, 1)
+    for side in ("without", "with"):
+        # The fast watchers lose nothing and get nothing twice, with the stalled one there or not.
+        assert (stall[side]["lost"], stall[side]["duplicates"], stall[side]["unfinished"]) == (0, 0, 0), stall
+    ((stalled,),) = stall["stalled_watchers"]
+    assert stalled["server_send_queue_max"] > 0, "the stalled watcher's socket never filled"
     report = (tmp_path / "RESULTS.md").read_text()
     assert "| flat | 20 | graphwire |" in report
+    assert "## A stalled watcher among fast ones" in report
+    assert "| 20 | 1 | " in report

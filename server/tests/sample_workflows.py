@@ -88,3 +88,31 @@ def even_count(params: dict[str, Any]) -> None:
     """A check a JSON Schema could say, but here in code: ``count`` must be even."""
     if params["count"] % 2:
         raise ParamsError("count", "must be even")
+
+
+class HogParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(default=0.6, ge=0, le=5)
+
+
+class Hog(WebSocketNode[float, float]):
+    """An async node that blocks the event loop: ``time.sleep`` where ``await asyncio.sleep`` belongs.
+
+    The mistake the loop watchdog is there to name (graphwire.watchdog).
+    """
+
+    async def prep_async(self, shared: dict[str, Any]) -> float:
+        return float(shared["params"]["seconds"])
+
+    async def exec_async(self, prep_res: float) -> float:
+        time.sleep(prep_res)
+        return prep_res
+
+    async def post_async(self, shared: dict[str, Any], prep_res: float, exec_res: float) -> str | None:
+        shared["result"] = {"blocked": exec_res}
+        return None
+
+
+def register_watchdog(registry: WorkflowRegistry) -> None:
+    """``blocking_async``: one `Hog` node, ``hog``; load with ``--workflows sample_workflows:register_watchdog``."""
+    registry.register("blocking_async", lambda: AsyncGraph(Hog(node_id="hog")), params=HogParams, result=Empty)

@@ -4,6 +4,9 @@
  * "Full jitter" (AWS Architecture Blog, *Exponential Backoff And Jitter*, 2015): the delay
  * before retry `n` is uniform in `[0, min(cap, base · 2ⁿ)]`, so many clients dropped at
  * once do not come back in lockstep. The same function as the Python SDK's `backoff_delay`.
+ * A server that refused the handshake with a `Retry-After` (HTTP 503 when the gateway is
+ * full, RFC 9110 §10.2.3) sets a floor: the delay is then `floorMs` plus the jitter, never
+ * earlier than asked, still spread out.
  */
 
 /** How `GraphwireClient` retries `connect()` and reconnects after a drop. */
@@ -25,18 +28,20 @@ export const DEFAULT_RECONNECT: Readonly<ReconnectPolicy> = Object.freeze({
 /**
  * Milliseconds to wait before retry number `attempt` (0 for the first retry).
  * `random` returns a number in `[0, 1)`; inject it to make the delay deterministic.
+ * `floorMs` (the server's `Retry-After`) is added to the jittered delay.
  */
 export function backoffDelay(
   attempt: number,
   policy: Pick<ReconnectPolicy, "baseDelayMs" | "maxDelayMs">,
   random: () => number = Math.random,
+  floorMs = 0,
 ): number {
   if (!Number.isInteger(attempt) || attempt < 0) {
     throw new RangeError("attempt must be an integer >= 0");
   }
   // 2 ** attempt overflows past ~1024; the cap is reached long before.
   const ceiling = attempt >= 64 ? policy.maxDelayMs : Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** attempt);
-  return random() * ceiling;
+  return Math.max(floorMs, 0) + random() * ceiling;
 }
 
 /** A complete policy from the user's partial one; throws on impossible values. */

@@ -340,10 +340,16 @@ export class GraphwireClient {
   }
 
   /** Sends a command (or queues it while reconnecting) and waits for its direct answer. */
-  private async dispatch(frame: WorkflowCommand, reread: boolean): Promise<ServerEvent> {
+  private async dispatch(command: WorkflowCommand, reread: boolean): Promise<ServerEvent> {
     if (this.closed) {
       throw new ClientClosed();
     }
+    // One key per answer makes it safe to send again after a drop: the gateway acks the
+    // repeat of the answer it applied instead of refusing it as input_already_answered.
+    const frame: WorkflowCommand =
+      command.type === "node_input" && command.idempotency_key === undefined
+        ? { ...command, idempotency_key: randomKey() }
+        : command;
     if (this.currentState === "disconnected") {
       throw new GraphwireError(`not connected: call connect() before ${frame.type}`);
     }
@@ -499,7 +505,9 @@ export class GraphwireClient {
    *
    * Counting as the Python SDK: the delay before an attempt is `backoffDelay(failures)`,
    * `failures` being the failed attempts so far, except that a first connection makes its
-   * first attempt at once (a reconnect waits `backoffDelay(0)` first). `maxAttempts`
+   * first attempt at once (a reconnect waits `backoffDelay(0)` first). After a handshake
+   * refused with a `Retry-After` (HTTP 503 at the gateway's `max_connections`), that many
+   * milliseconds are added under the jitter. `maxAttempts`
    * failed attempts in a row end with `ConnectionLost`; without a policy there is one
    * attempt, and its error is the reason.
    */
@@ -510,7 +518,9 @@ export class GraphwireClient {
     this.setState("connecting", 0, dropped);
     for (let failures = 0; failures < maxAttempts; failures++) {
       if (policy !== undefined && (failures > 0 || dropped !== undefined)) {
-        await this.sleep(backoffDelay(failures, policy));
+        // A refused handshake's Retry-After (visible with `ws`, never in a browser) is a floor.
+        const floorMs = lastError instanceof SocketOpenFailed ? (lastError.retryAfterMs ?? 0) : 0;
+        await this.sleep(backoffDelay(failures, policy, Math.random, floorMs));
       }
       if (this.closed) {
         throw new ClientClosed();

@@ -59,12 +59,16 @@ function isRunEvent(message: ServerEvent): message is RunEvent {
   return RUN_EVENTS.has(message.type);
 }
 
-/** Whether sending `frame` twice has the same effect as once. */
+/**
+ * Whether sending `frame` twice has the same effect as once. A `start_workflow` or
+ * `node_input` with an `idempotency_key` is: the gateway answers the repeat as it
+ * answered the first copy (the same run; the `ack` of the answer it applied).
+ */
 export function isRepeatable(frame: WorkflowCommand): boolean {
   switch (frame.type) {
     case "start_workflow":
-      return frame.idempotency_key !== undefined;
     case "node_input":
+      return frame.idempotency_key !== undefined;
     case "cancel_workflow":
       return false;
     default:

@@ -8,7 +8,7 @@
  * ├── ConnectionRejected      the server closed with a code that forbids retrying (terminal)
  * ├── ClientClosed            the client was closed while the call waited, or before it
  * ├── CommandInterrupted      the socket dropped while a command that is not safe to repeat
- * │                           (`node_input`, `cancel_workflow`) waited for its answer
+ * │                           (`cancel_workflow`, a raw `node_input` without a key) waited
  * ├── CommandTimeout          no answer to a command within `commandTimeoutMs`
  * ├── InvalidFrame            an inbound frame is not JSON or breaks the spec (`validate: true`)
  * ├── ServerError             an `error` frame answered a command (`code`, `retryAfter` …)
@@ -23,11 +23,15 @@
  * │   │                           input_already_answered, invalid_input
  * │   ├── IdempotencyConflict     idempotency_conflict
  * │   ├── RateLimited             rate_limited (see `retryAfter`)
+ * │   ├── TooManyRuns             too_many_runs
+ * │   ├── TooManySubscriptions    too_many_subscriptions
  * │   ├── Unauthorized            unauthorized
  * │   ├── Forbidden               forbidden
  * │   └── InternalServerError     internal_error
  * └── RunError                a run did not end with `workflow_completed` (`workflowId`)
  *     ├── WorkflowFailed          `workflow_failed` (`code` is input_timeout, node_error …)
+ *     │   ├── EventTooLarge           … with event_too_large
+ *     │   └── GatewayShutdown         … with gateway_shutdown (start the run again)
  *     ├── WorkflowCancelled       `workflow_cancelled`
  *     └── RunLost                 the run can no longer be followed (the server forgot it)
  * ```
@@ -83,9 +87,11 @@ export class ClientClosed extends GraphwireError {
 }
 
 /**
- * The connection dropped while a command that is not safe to repeat (`node_input`,
- * `cancel_workflow`) waited for its answer: it may or may not have been applied. The
- * run's events tell (`input_answered`, `workflow_cancelled`).
+ * The connection dropped while a command that is not safe to repeat (`cancel_workflow`,
+ * or a `node_input` sent without an `idempotency_key`) waited for its answer: it may or
+ * may not have been applied. The run's events tell (`input_answered`,
+ * `workflow_cancelled`). `run.respond(...)` never rejects with it: its answer carries a
+ * key and is sent again after the reconnect.
  */
 export class CommandInterrupted extends GraphwireError {
   constructor(readonly command: string) {
@@ -155,6 +161,10 @@ export class InputRejected extends ServerError {}
 export class IdempotencyConflict extends ServerError {}
 /** Too many commands; wait `retryAfter` seconds. */
 export class RateLimited extends ServerError {}
+/** Nothing was started: the connection or the gateway already has as many runs in flight as allowed. */
+export class TooManyRuns extends ServerError {}
+/** Nothing changed: the connection already watches as many runs, topics and groups as allowed. */
+export class TooManySubscriptions extends ServerError {}
 /** The token is missing or invalid. */
 export class Unauthorized extends ServerError {}
 /** The token lacks the scope for this command. */
@@ -181,6 +191,8 @@ const BY_CODE: Partial<Record<ErrorCode, typeof ServerError>> = {
   invalid_input: InputRejected,
   idempotency_conflict: IdempotencyConflict,
   rate_limited: RateLimited,
+  too_many_runs: TooManyRuns,
+  too_many_subscriptions: TooManySubscriptions,
   unauthorized: Unauthorized,
   forbidden: Forbidden,
   internal_error: InternalServerError,
@@ -234,3 +246,23 @@ export class WorkflowCancelled extends RunError {
 
 /** The run can no longer be followed: the server forgot it (`unknown_run` on resume). */
 export class RunLost extends RunError {}
+
+/** The run failed with `event_too_large`: a node produced an event above the gateway's `max_event_bytes`. */
+export class EventTooLarge extends WorkflowFailed {}
+
+/**
+ * The run failed with `gateway_shutdown`: the gateway stopped while the run was in flight.
+ * The run is gone (it cannot be resumed); start it again.
+ */
+export class GatewayShutdown extends WorkflowFailed {}
+
+const FAILED_BY_CODE: Partial<Record<ErrorCode, typeof WorkflowFailed>> = {
+  event_too_large: EventTooLarge,
+  gateway_shutdown: GatewayShutdown,
+};
+
+/** The error for a run that ended with `workflow_failed`: the `WorkflowFailed` subclass of its `error.code`. */
+export function workflowFailedError(workflowId: string, error: ErrorDetail): WorkflowFailed {
+  const Class = FAILED_BY_CODE[error.code] ?? WorkflowFailed;
+  return new Class(workflowId, error);
+}

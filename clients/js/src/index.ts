@@ -29,7 +29,9 @@ export {
   CommandTimeout,
   ConnectionLost,
   ConnectionRejected,
+  EventTooLarge,
   Forbidden,
+  GatewayShutdown,
   GraphwireError,
   IdempotencyConflict,
   InputRejected,
@@ -41,12 +43,15 @@ export {
   RunFinished,
   RunLost,
   ServerError,
+  TooManyRuns,
+  TooManySubscriptions,
   Unauthorized,
   UnknownRun,
   UnknownWorkflow,
   WorkflowCancelled,
   WorkflowFailed,
   errorFromFrame,
+  workflowFailedError,
 } from "./errors.js";
 export { type FrameValidator, decodeFrame } from "./frames.js";
 export * from "./generated/index.js";
@@ -63,5 +68,6 @@ export {
   type SocketEvents,
   type Transport,
   type WebSocketConstructor,
+  retryAfterMs,
   webSocketTransport,
 } from "./socket.js";

@@ -4,7 +4,7 @@
  * feeds it events and `subscribed` answers.
  */
 
-import { type GraphwireError, WorkflowCancelled, WorkflowFailed } from "./errors.js";
+import { type GraphwireError, WorkflowCancelled, type WorkflowFailed, workflowFailedError } from "./errors.js";
 import type {
   JsonObject,
   PendingInput,
@@ -106,7 +106,7 @@ export class RunState {
         this.finish({ status: "completed", result: event.data });
         break;
       case "workflow_failed":
-        this.finish({ status: "failed", error: new WorkflowFailed(this.workflowId, event.error) });
+        this.finish({ status: "failed", error: workflowFailedError(this.workflowId, event.error) });
         break;
       case "workflow_cancelled":
         this.finish({ status: "cancelled", error: new WorkflowCancelled(this.workflowId, event.reason) });
@@ -185,7 +185,7 @@ function outcomeOf(workflowId: string, snapshot: RunSnapshot): Outcome | undefin
     case "failed":
       return {
         status: "failed",
-        error: new WorkflowFailed(workflowId, snapshot.error ?? { code: "internal_error", message: "the run failed" }),
+        error: workflowFailedError(workflowId, snapshot.error ?? { code: "internal_error", message: "the run failed" }),
       };
     case "cancelled":
       return { status: "cancelled", error: new WorkflowCancelled(workflowId) };

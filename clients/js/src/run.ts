@@ -106,8 +106,10 @@ export class Run<R = JsonObject> implements AsyncIterable<RunEvent> {
   }
 
   /**
-   * The workflow's result, once the run completes. Rejects with `WorkflowFailed` or
-   * `WorkflowCancelled` when it ends otherwise, or with the connection's terminal error.
+   * The workflow's result, once the run completes. Rejects with `WorkflowFailed` (its
+   * subclass `GatewayShutdown` when the gateway stopped while the run was in flight: start
+   * it again; `EventTooLarge`) or `WorkflowCancelled` when it ends otherwise, or with the
+   * connection's terminal error.
    */
   async result(): Promise<R> {
     const state = this.state;
@@ -123,9 +125,15 @@ export class Run<R = JsonObject> implements AsyncIterable<RunEvent> {
   }
 
   /**
-   * Answer an `input_request` of this run (`node_input`). The first valid answer wins; a
-   * repeat is refused with `InputRejected` (`input_already_answered`). `nodeId` is only
-   * needed for a request this client has not seen.
+   * Answer an `input_request` of this run (`node_input`). The first valid answer wins;
+   * another answer is refused with `InputRejected` (`input_already_answered`). `nodeId` is
+   * only needed for a request this client has not seen.
+   *
+   * Exactly once across drops: the answer carries one `idempotency_key`; if the connection
+   * drops before the `ack`, the same `node_input` is sent again after the resume and the
+   * gateway acks the repeat of an answer it applied. The promise settles once, with that
+   * `ack`, or with the re-send's typed error (`InputRejected` when another client answered
+   * first, `RunFinished` …).
    */
   respond(requestId: string, data: JsonObject, options: { nodeId?: string } = {}): Promise<Ack> {
     const nodeId = options.nodeId ?? this.nodeOf(requestId);

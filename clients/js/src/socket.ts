@@ -32,15 +32,30 @@ export type WebSocketConstructor = new (
   options?: { headers?: Record<string, string> },
 ) => object;
 
-/** The socket could not be opened (`closeCode` is 1006 when there was no close frame). */
+/**
+ * The socket could not be opened (`closeCode` is 1006 when there was no close frame).
+ * Where the WebSocket class shows the server's answer to the handshake (`ws` in Node;
+ * a browser never does), `status` is its HTTP status and `retryAfterMs` its
+ * `Retry-After`: the gateway refuses a handshake above `max_connections` with 503 and
+ * `Retry-After: 1`, and the client waits at least that long before the next attempt.
+ */
 export class SocketOpenFailed extends GraphwireError {
   constructor(
     readonly url: string,
     readonly closeCode: number,
     readonly reason: string,
+    readonly status?: number,
+    readonly retryAfterMs?: number,
   ) {
-    super(`could not open ${url} (close code ${closeCode}${reason ? `: ${reason}` : ""})`);
+    const refused = status === undefined ? "" : `, HTTP ${status} at the handshake`;
+    super(`could not open ${url} (close code ${closeCode}${reason ? `: ${reason}` : ""}${refused})`);
   }
+}
+
+/** A `Retry-After` header's delay-seconds (RFC 9110 §10.2.3) in milliseconds; undefined when absent or a date. */
+export function retryAfterMs(value: string | string[] | undefined): number | undefined {
+  const text = (Array.isArray(value) ? value[0] : value)?.trim();
+  return text !== undefined && /^\d+$/.test(text) ? Number(text) * 1000 : undefined;
 }
 
 // The members of a browser-style WebSocket the transport touches.
@@ -52,6 +67,21 @@ interface BrowserStyleSocket {
   onmessage: ((event: { data: unknown }) => void) | null;
   onclose: ((event: { code: number; reason: string }) => void) | null;
   onerror: ((event: unknown) => void) | null;
+}
+
+// `ws`'s Node API on top: the handshake's HTTP answer when the server did not upgrade.
+interface HandshakeResponse {
+  readonly statusCode?: number;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+}
+interface NodeStyleSocket {
+  on(event: "unexpected-response", listener: (request: unknown, response: HandshakeResponse) => void): unknown;
+  terminate(): void;
+}
+
+function isNodeStyle(socket: object): socket is NodeStyleSocket {
+  const candidate = socket as Partial<NodeStyleSocket>;
+  return typeof candidate.on === "function" && typeof candidate.terminate === "function";
 }
 
 const CLOSED = 3;
@@ -94,6 +124,14 @@ export function webSocketTransport(WebSocketClass?: WebSocketConstructor): Trans
     const whenClosed = new Promise<void>((resolve) => {
       closed = resolve;
     });
+    // A browser shows nothing of a refused handshake (the attempt just fails); `ws` does.
+    let refusal: { status: number | undefined; retryAfterMs: number | undefined } | undefined;
+    if (isNodeStyle(raw)) {
+      raw.on("unexpected-response", (_request, response) => {
+        refusal = { status: response.statusCode, retryAfterMs: retryAfterMs(response.headers["retry-after"]) };
+        raw.terminate(); // with a listener, `ws` leaves aborting the handshake to us; close (1006) follows
+      });
+    }
     return new Promise<Socket>((resolve, reject) => {
       let open = false;
       socket.onerror = () => {}; // the close event that follows carries the outcome
@@ -119,7 +157,7 @@ export function webSocketTransport(WebSocketClass?: WebSocketConstructor): Trans
         if (open) {
           events.close(event.code, event.reason);
         } else {
-          reject(new SocketOpenFailed(url, event.code, event.reason));
+          reject(new SocketOpenFailed(url, event.code, event.reason, refusal?.status, refusal?.retryAfterMs));
         }
       };
     });

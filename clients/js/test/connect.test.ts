@@ -2,6 +2,8 @@
  * The first `connect()` retries per the reconnect policy, like the Python SDK's: a gateway
  * that starts listening during the attempts is reached, a port where nothing ever listens
  * ends with `ConnectionLost` after `maxAttempts` attempts, and `close()` stops the retries.
+ * A gateway at `max_connections` refuses the handshake with 503 and `Retry-After: 1`: the
+ * attempts then come at least that far apart, jittered, until a slot frees.
  */
 
 import assert from "node:assert/strict";
@@ -12,6 +14,7 @@ import { describe, it } from "node:test";
 import {
   ClientClosed,
   ConnectionLost,
+  type Connected,
   GraphwireClient,
   SocketOpenFailed,
   type StateChange,
@@ -20,7 +23,7 @@ import {
 } from "@graphwire/client";
 
 import { Proxy } from "./helpers/proxy.js";
-import { PORT, sleep } from "./helpers/server.js";
+import { PORT, sleep, startGateway } from "./helpers/server.js";
 
 /** A port nothing listens on (it was free a moment ago). */
 async function freePort(): Promise<number> {
@@ -141,5 +144,54 @@ describe("connect() retries per the reconnect policy", () => {
     await sleep(100);
     assert.equal(counting.attempts(), attempts, "no attempt after close()");
     await assert.rejects(client.connect(), ClientClosed);
+  });
+});
+
+describe("a handshake refused with 503 (the gateway is at max_connections)", () => {
+  it("backs off above Retry-After with jitter, and connects once the slot is free", async () => {
+    const gateway = await startGateway({ GRAPHWIRE_MAX_CONNECTIONS: "1" });
+    const holder = new GraphwireClient(gateway.ws, { reconnect: false });
+    const real = webSocketTransport();
+    const attempts: { at: number; error?: unknown }[] = [];
+    const transport: Transport = async (url, events, options) => {
+      const attempt: { at: number; error?: unknown } = { at: performance.now() };
+      attempts.push(attempt);
+      try {
+        return await real(url, events, options);
+      } catch (error) {
+        attempt.error = error;
+        throw error;
+      }
+    };
+    const client = new GraphwireClient(gateway.ws, {
+      transport,
+      reconnect: { maxAttempts: 30, baseDelayMs: 250, maxDelayMs: 1000 },
+    });
+    try {
+      await holder.connect(); // the one slot
+      const connecting = client.connect();
+      await until(() => attempts.filter((a) => a.error !== undefined).length >= 4, "four refusals", 30_000);
+      await holder.close();
+      const greeting: Connected = await connecting;
+      assert.equal(greeting.type, "connected");
+      const refused = attempts.slice(0, -1);
+      assert.ok(refused.length >= 4);
+      for (const { error } of refused) {
+        assert.ok(error instanceof SocketOpenFailed, String(error));
+        assert.deepEqual([error.status, error.retryAfterMs], [503, 1000], "ws shows the refusal");
+      }
+      assert.equal(attempts.at(-1)?.error, undefined, "the last attempt connected");
+      const gaps = attempts.slice(1).map((a, i) => a.at - (attempts[i]?.at ?? 0));
+      for (const gap of gaps) {
+        assert.ok(gap >= 900, `attempts ${gap.toFixed(0)} ms apart; Retry-After asked for 1000: ${gaps}`);
+        assert.ok(gap <= 1000 + 1000 + 1500, `a gap of ${gap.toFixed(0)} ms is above Retry-After + maxDelayMs`);
+      }
+      assert.ok(Math.max(...gaps) - Math.min(...gaps) > 20, `the delays are jittered: ${gaps}`);
+      assert.match((await client.ping()).timestamp, /^\d{4}-/);
+    } finally {
+      await client.close();
+      await holder.close();
+      await gateway.stop();
+    }
   });
 });

@@ -1,16 +1,26 @@
 /**
  * Forced disconnects mid-run through a TCP proxy the test controls: every event arrives
- * exactly once, in order, with no gap; commands survive; after the configured attempts
- * the client fails for good.
+ * exactly once, in order, with no gap; commands survive (an answer cut off before its
+ * `ack` is sent again and applied once); after the configured attempts the client fails
+ * for good.
  */
 
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
-import { ConnectionLost, GraphwireClient, type RunEvent, type StateChange } from "@graphwire/client";
+import {
+  ConnectionLost,
+  GatewayShutdown,
+  GraphwireClient,
+  InputRejected,
+  type InputRequest,
+  type Run,
+  type RunEvent,
+  type StateChange,
+} from "@graphwire/client";
 
 import { Proxy } from "./helpers/proxy.js";
-import { PORT, WS, sleep } from "./helpers/server.js";
+import { PORT, WS, sleep, startGateway } from "./helpers/server.js";
 
 const FAST = { maxAttempts: 30, baseDelayMs: 10, maxDelayMs: 80 };
 
@@ -33,6 +43,23 @@ async function serverLog(workflowId: string): Promise<RunEvent[]> {
   const events = [...run.events];
   await reader.close();
   return events;
+}
+
+async function inputRequest(run: Run<unknown>): Promise<InputRequest> {
+  for await (const event of run) {
+    if (event.type === "input_request") {
+      return event;
+    }
+  }
+  throw new Error(`run ${run.workflowId} ended without an input_request`);
+}
+
+/** The `node_input` frames the client sent through the proxy since frame number `from`. */
+function answersSent(proxy: Proxy, from: number): Array<Record<string, unknown>> {
+  return proxy.clientFrames
+    .slice(from)
+    .filter((frame) => frame.includes('"node_input"'))
+    .map((frame) => JSON.parse(frame) as Record<string, unknown>);
 }
 
 describe("forced disconnects", () => {
@@ -137,6 +164,79 @@ describe("forced disconnects", () => {
     await client.close();
   });
 
+  for (const where of ["after", "before"] as const) {
+    it(`respond() survives a cut ${where} the answer reaches the gateway: acked once, applied once`, async () => {
+      const client = new GraphwireClient(proxy.url(), { reconnect: FAST });
+      const other = new GraphwireClient(WS);
+      await Promise.all([client.connect(), other.connect()]);
+      try {
+        const run = await client.startWorkflow("approval", { message: `Cut ${where}?`, timeout: 20 });
+        const request = await inputRequest(run);
+        const from = proxy.clientFrames.length;
+        const cutsBefore = proxy.cuts;
+        // After: the gateway applies the answer, its ack is lost with the connection. Before:
+        // the gateway never sees the first copy.
+        const cut =
+          where === "after"
+            ? proxy.cutAfterClientSends('"node_input"', '"command":"node_input"')
+            : proxy.cutBeforeClientSends('"node_input"');
+        const answer = run.respond(request.request_id, { value: "yes" });
+        await cut;
+        const cutAt = Date.now();
+        const ack = await answer;
+        const sent = answersSent(proxy, from);
+        assert.equal(proxy.cuts, cutsBefore + 1);
+        assert.equal(sent.length, 2, "sent, cut off, sent again after the resume");
+        assert.deepEqual(sent[1], sent[0], "the identical node_input: same id, idempotency_key, data, request_id");
+        assert.equal(typeof sent[0]?.idempotency_key, "string");
+        assert.deepEqual([ack.command, ack.reply_to], ["node_input", sent[0]?.id]);
+        assert.deepEqual(await run.result(), { approved: true, answer: "yes" });
+        const answered = (await serverLog(run.workflowId)).filter((event) => event.type === "input_answered");
+        assert.equal(answered.length, 1, "applied once");
+        const applied = Date.parse(answered[0]?.timestamp ?? "");
+        assert.equal(applied <= cutAt, where === "after", "applied by the first copy, or by the second");
+        // The same answer from another client is another answer: refused.
+        const watched = await other.attach(run.workflowId);
+        await watched.result(); // its replay has the request
+        await assert.rejects(
+          watched.respond(request.request_id, { value: "yes" }),
+          (error: unknown) => error instanceof InputRejected && error.code === "input_already_answered",
+        );
+      } finally {
+        await Promise.all([client.close(), other.close()]);
+      }
+    });
+  }
+
+  it("respond() re-sent after another client answered meanwhile rejects with input_already_answered", async () => {
+    const client = new GraphwireClient(proxy.url(), { reconnect: FAST });
+    const other = new GraphwireClient(WS);
+    await Promise.all([client.connect(), other.connect()]);
+    try {
+      const run = await client.startWorkflow("approval", { message: "Who answers?", timeout: 20 });
+      const request = await inputRequest(run);
+      proxy.refuse(true); // no reconnect until the other client has answered
+      const cut = proxy.cutBeforeClientSends('"node_input"');
+      const answer = run.respond(request.request_id, { value: "yes" });
+      const rejected = assert.rejects(
+        answer,
+        (error: unknown) => error instanceof InputRejected && error.code === "input_already_answered",
+      );
+      await cut;
+      const from = proxy.clientFrames.length;
+      const watched = await other.attach(run.workflowId);
+      // The same data from another sender: that client's answer, not this one's.
+      assert.equal((await watched.respond(request.request_id, { value: "yes" })).command, "node_input");
+      proxy.refuse(false);
+      await rejected;
+      assert.equal(answersSent(proxy, from).length, 1, "the answer was sent again after the resume");
+      assert.deepEqual(await run.result(), { approved: true, answer: "yes" });
+    } finally {
+      proxy.refuse(false);
+      await Promise.all([client.close(), other.close()]);
+    }
+  });
+
   it("gives up after the configured attempts: the run and pending commands fail with ConnectionLost", async () => {
     const client = new GraphwireClient(proxy.url(), { reconnect: { maxAttempts: 3, baseDelayMs: 5, maxDelayMs: 20 } });
     const states: StateChange[] = [];
@@ -163,6 +263,28 @@ describe("forced disconnects", () => {
     } finally {
       proxy.refuse(false);
       await client.close();
+    }
+  });
+});
+
+describe("the gateway stops while a run is in flight", () => {
+  it("run.result() rejects with GatewayShutdown", async () => {
+    const gateway = await startGateway({});
+    const client = new GraphwireClient(gateway.ws, { reconnect: { maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 20 } });
+    try {
+      await client.connect();
+      const run = await client.startWorkflow("approval", { message: "Still there?", timeout: 30 });
+      await inputRequest(run);
+      await gateway.stop(); // SIGTERM: the run gets workflow_failed, then the socket 1012
+      await assert.rejects(
+        run.result(),
+        (error: unknown) =>
+          error instanceof GatewayShutdown && error.code === "gateway_shutdown" && error.workflowId === run.workflowId,
+      );
+      assert.equal(run.events.at(-1)?.type, "workflow_failed");
+    } finally {
+      await client.close();
+      await gateway.stop();
     }
   });
 });

@@ -11,7 +11,9 @@ import {
   CommandInterrupted,
   ConnectionRejected,
   ERROR_CODE_VALUES,
+  EventTooLarge,
   type Gap,
+  GatewayShutdown,
   GraphwireClient,
   InputRejected,
   InvalidFrame,
@@ -22,6 +24,8 @@ import {
   SocketOpenFailed,
   type SocketEvents,
   type StateChange,
+  TooManyRuns,
+  TooManySubscriptions,
   type Transport,
   UnknownWorkflow,
   type WorkflowCommand,
@@ -29,6 +33,8 @@ import {
   backoffDelay,
   decodeFrame,
   errorFromFrame,
+  retryAfterMs,
+  workflowFailedError,
 } from "@graphwire/client";
 
 const T = "2026-11-25T12:00:00.000000+00:00";
@@ -89,13 +95,27 @@ describe("decodeFrame", () => {
 
 describe("errorFromFrame", () => {
   it("names a ServerError subclass for every code an error frame can carry", () => {
-    const runOnly = new Set(["input_timeout", "node_error"]); // only in workflow_failed
+    // Only in workflow_failed: they become WorkflowFailed (and its subclasses), not ServerError ones.
+    const runOnly = new Set(["input_timeout", "node_error", "event_too_large", "gateway_shutdown"]);
     for (const code of ERROR_CODE_VALUES) {
       const error = errorFromFrame({ type: "error", code, message: "m" });
       assert.ok(error instanceof ServerError);
       assert.equal(error.code, code);
       assert.equal(error.constructor === ServerError, runOnly.has(code), code);
     }
+    assert.ok(errorFromFrame({ type: "error", code: "too_many_runs", message: "m" }) instanceof TooManyRuns);
+    const subscriptions = errorFromFrame({ type: "error", code: "too_many_subscriptions", message: "m" });
+    assert.ok(subscriptions instanceof TooManySubscriptions);
+  });
+
+  it("names a WorkflowFailed subclass for the failures a caller acts on", () => {
+    const failed = (code: "gateway_shutdown" | "event_too_large" | "node_error") =>
+      workflowFailedError(WID, { code, message: "m" });
+    assert.equal(failed("gateway_shutdown").constructor, GatewayShutdown);
+    assert.equal(failed("event_too_large").constructor, EventTooLarge);
+    assert.equal(failed("node_error").constructor, WorkflowFailed);
+    assert.ok(failed("gateway_shutdown") instanceof WorkflowFailed);
+    assert.equal(failed("gateway_shutdown").code, "gateway_shutdown");
   });
 });
 
@@ -124,6 +144,30 @@ describe("backoffDelay", () => {
     );
     assert.throws(() => backoffDelay(-1, policy), RangeError);
   });
+
+  it("adds a Retry-After floor under the jitter", () => {
+    const policy = { baseDelayMs: 100, maxDelayMs: 1000 };
+    assert.equal(
+      backoffDelay(0, policy, () => 0, 1000),
+      1000,
+    );
+    assert.equal(
+      backoffDelay(3, policy, () => 0.5, 1000),
+      1400,
+    );
+    assert.equal(
+      backoffDelay(3, policy, () => 0.5, -5),
+      400,
+    );
+  });
+
+  it("reads Retry-After as delay-seconds only", () => {
+    assert.equal(retryAfterMs("1"), 1000);
+    assert.equal(retryAfterMs([" 3 "]), 3000);
+    assert.equal(retryAfterMs("Wed, 21 Oct 2026 07:28:00 GMT"), undefined);
+    assert.equal(retryAfterMs("-1"), undefined);
+    assert.equal(retryAfterMs(undefined), undefined);
+  });
 });
 
 describe("RunState", () => {
@@ -144,6 +188,18 @@ describe("RunState", () => {
       { status: "completed", result: { n: 3 } },
       "the result is workflow_completed's data",
     );
+  });
+
+  it("ends a run failed by the gateway's shutdown with GatewayShutdown", () => {
+    const state = new RunState(WID);
+    state.accept({
+      type: "workflow_failed",
+      workflow_id: WID,
+      seq: 1,
+      timestamp: T,
+      error: { code: "gateway_shutdown", message: "the gateway stopped" },
+    });
+    assert.ok(state.outcome?.status === "failed" && state.outcome.error instanceof GatewayShutdown);
   });
 
   it("finishes from the snapshot when attached after the last event", () => {
@@ -245,6 +301,32 @@ describe("ClientCore", () => {
     assert.ok(resume?.type === "subscribe" && resume.since_seq === 2);
     assert.ok(sent[2]?.type === "start_workflow" && sent[2].id === start.id && sent[2].idempotency_key === "k");
     assert.equal(sent[3]?.id, queued.id);
+  });
+
+  it("keeps an answer with an idempotency_key across a drop and sends it again, identical, after the resume", async () => {
+    const { core, sent } = coreWithSink();
+    core.track(WID, 0).accept(event(1));
+    const frame: WorkflowCommand = {
+      type: "node_input",
+      workflow_id: WID,
+      node_id: "n",
+      request_id: "req_1",
+      data: { value: "yes" },
+      idempotency_key: "answer-1",
+    };
+    const answer = core.command(frame);
+    const first = sent.at(-1);
+    core.lost();
+    core.resume();
+    assert.deepEqual(
+      sent.slice(1).map((f) => f.type),
+      ["subscribe", "node_input"],
+      "the run is resumed first",
+    );
+    assert.deepEqual(sent.at(-1), first);
+    core.receive({ type: "ack", reply_to: answer.id, command: "node_input", workflow_id: WID });
+    assert.equal((await answer.reply).type, "ack");
+    assert.equal(core.pendingCount, 1, "only the resume's subscribe waits");
   });
 
   it("fails a run the server forgot when resuming", async () => {
@@ -359,8 +441,8 @@ describe("GraphwireClient over a fake transport", () => {
     const answer = run.respond("req_1", { value: "yes" }, { nodeId: "approve" });
     const ping = client.ping();
     fake.drop(4001);
-    // An answer may have been applied before the drop; a ping is simply lost with the client.
-    await assert.rejects(answer, CommandInterrupted);
+    // The answer would be sent again on the next connection; there is none.
+    await assert.rejects(answer, ConnectionRejected);
     await assert.rejects(ping, (error: unknown) => error instanceof ConnectionRejected && error.closeCode === 4001);
     await assert.rejects(run.result(), ConnectionRejected);
     assert.deepEqual(
@@ -421,6 +503,59 @@ describe("GraphwireClient over a fake transport", () => {
     await client.close();
   });
 
+  it("respond() sends one idempotency_key, again after a drop, and settles once with the ack", async () => {
+    const fake = fakeTransport();
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", {
+      transport: fake.transport,
+      reconnect: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 1 },
+    });
+    await client.connect();
+    const attach = client.attach(WID);
+    await settle();
+    fake.push({ type: "subscribed", topics: [], workflow_id: WID, since_seq: 0, reply_to: fake.sent[0]?.id });
+    const run = await attach;
+    let settled = 0;
+    const answer = run.respond("req_1", { value: "yes" }, { nodeId: "approve" }).finally(() => settled++);
+    await settle();
+    const first = fake.sent.at(-1);
+    assert.ok(first?.type === "node_input" && typeof first.idempotency_key === "string");
+    fake.drop(1006);
+    while (fake.sent.filter((f) => f.type === "node_input").length < 2) {
+      await settle();
+    }
+    assert.deepEqual(fake.sent.at(-1), first, "the identical frame");
+    assert.equal(settled, 0, "not settled by the drop");
+    fake.push({ type: "ack", reply_to: first.id, command: "node_input", workflow_id: WID });
+    assert.equal((await answer).reply_to, first.id);
+    await settle();
+    assert.equal(settled, 1);
+    const again = run.respond("req_1", { value: "yes" }, { nodeId: "approve" });
+    await settle();
+    const second = fake.sent.at(-1);
+    assert.ok(second?.type === "node_input" && second.idempotency_key !== first.idempotency_key, "one key per call");
+    fake.push({ type: "error", code: "input_already_answered", message: "answered", reply_to: second.id });
+    await assert.rejects(again, InputRejected);
+    await client.close();
+  });
+
+  it("ends run.result() with GatewayShutdown when the gateway stopped during the run", async () => {
+    const fake = fakeTransport();
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", { transport: fake.transport });
+    await client.connect();
+    const attach = client.attach(WID);
+    await settle();
+    fake.push({ type: "subscribed", topics: [], workflow_id: WID, since_seq: 0, reply_to: fake.sent[0]?.id });
+    const run = await attach;
+    const error = { code: "gateway_shutdown", message: "the gateway stopped while the run was in flight" };
+    fake.push({ type: "workflow_failed", workflow_id: WID, seq: 1, timestamp: T, error });
+    fake.drop(1012);
+    await assert.rejects(
+      run.result(),
+      (failure: unknown) => failure instanceof GatewayShutdown && failure.workflowId === WID,
+    );
+    await client.close();
+  });
+
   it("maps refused answers to InputRejected", async () => {
     const fake = fakeTransport();
     const client = new GraphwireClient("ws://gateway.test/ws/workflow", { transport: fake.transport });
@@ -470,6 +605,35 @@ describe("the default transport", () => {
     assert.deepEqual(calls, [
       ["ws://gateway.test/ws/workflow?x=1&batch=0", [], { headers: { Authorization: "Bearer t0k" } }],
     ]);
+    await client.close();
+  });
+
+  it("reads the status and Retry-After of a refused handshake where ws shows them", async () => {
+    class Refused {
+      readyState = 0;
+      onopen: (() => void) | null = null;
+      onmessage: ((event: { data: unknown }) => void) | null = null;
+      onerror: (() => void) | null = null;
+      onclose: ((event: { code: number; reason: string }) => void) | null = null;
+      private listener: ((request: unknown, response: object) => void) | undefined;
+      constructor() {
+        setImmediate(() => this.listener?.({}, { statusCode: 503, headers: { "retry-after": "1" } }));
+      }
+      on(_event: string, listener: (request: unknown, response: object) => void): this {
+        this.listener = listener;
+        return this;
+      }
+      terminate(): void {
+        setImmediate(() => this.onclose?.({ code: 1006, reason: "" }));
+      }
+      send(): void {}
+      close(): void {}
+    }
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", { WebSocket: Refused, reconnect: false });
+    await assert.rejects(
+      client.connect(),
+      (error: unknown) => error instanceof SocketOpenFailed && error.status === 503 && error.retryAfterMs === 1000,
+    );
     await client.close();
   });
 

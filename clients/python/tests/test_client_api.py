@@ -12,6 +12,7 @@ import graphwire_client
 from graphwire_client import ReconnectPolicy, backoff_delay, exceptions
 from graphwire_client._generated import commands, events, typed_workflows
 from graphwire_client._generated.messages import Error, ErrorCode, ErrorDetail
+from graphwire_client._transport import retry_after_seconds
 
 SPEC = yaml.safe_load((Path(__file__).resolve().parents[3] / "spec" / "asyncapi.yaml").read_text(encoding="utf-8"))
 
@@ -31,6 +32,21 @@ def test_backoff_spreads_clients_over_the_whole_window() -> None:
     delays = [backoff_delay(3, 1.0, 30.0) for _ in range(2000)]
     assert 0.0 <= min(delays) < 0.5
     assert 7.5 < max(delays) <= 8.0
+
+
+def test_a_retry_after_is_a_floor_under_the_jitter() -> None:
+    assert backoff_delay(0, 0.5, 4.0, rand=lambda: 0.0, floor=1.0) == 1.0
+    assert backoff_delay(3, 0.5, 4.0, rand=lambda: 0.5, floor=1.0) == pytest.approx(3.0)
+    assert backoff_delay(3, 0.5, 4.0, rand=lambda: 0.5, floor=-2.0) == pytest.approx(2.0)
+    assert ReconnectPolicy().delay(1, rand=lambda: 0.5, floor=1.0) == pytest.approx(1.25)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("1", 1.0), (" 30 ", 30.0), ("Wed, 21 Oct 2026 07:28:00 GMT", None), ("-1", None), (None, None)],
+)
+def test_retry_after_is_read_as_delay_seconds(header: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(header) == seconds
 
 
 def test_reconnect_policy_checks_its_values() -> None:
@@ -53,6 +69,30 @@ def test_every_error_code_of_the_spec_has_its_exception() -> None:
         assert error.code is code
         assert isinstance(error, exceptions.ServerError)
         assert (type(error) is exceptions.ServerError) == (code in exceptions.RUN_FAILURE_CODES), code
+
+
+def test_the_limits_have_their_own_exceptions() -> None:
+    for code, cls in [
+        (ErrorCode.too_many_runs, exceptions.TooManyRuns),
+        (ErrorCode.too_many_subscriptions, exceptions.TooManySubscriptions),
+    ]:
+        assert type(exceptions.error_from_frame(Error(type="error", code=code, message="m"))) is cls
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        (ErrorCode.gateway_shutdown, exceptions.GatewayShutdown),
+        (ErrorCode.event_too_large, exceptions.EventTooLarge),
+        (ErrorCode.node_error, exceptions.WorkflowFailed),
+        (ErrorCode.input_timeout, exceptions.WorkflowFailed),
+    ],
+)
+def test_a_failed_run_raises_the_workflow_failed_subclass_of_its_code(code: ErrorCode, cls: type) -> None:
+    failed = exceptions.workflow_failed_error("run_1", ErrorDetail(code=code, message="m"))
+    assert type(failed) is cls
+    assert isinstance(failed, exceptions.WorkflowFailed)
+    assert (failed.code, failed.workflow_id) == (code, "run_1")
 
 
 def test_server_errors_carry_the_frame_fields() -> None:

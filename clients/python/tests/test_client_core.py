@@ -348,7 +348,37 @@ def test_a_repeated_start_fetches_the_log_it_did_not_replay() -> None:
     assert (unsubscribe["type"], subscribe["since_seq"]) == ("unsubscribe", 1)
 
 
-def test_a_repeated_answer_that_had_landed_counts_as_done() -> None:
+def test_an_answer_carries_one_idempotency_key_and_goes_again_identical_after_a_drop() -> None:
+    core = online()
+    start(core)
+    core.receive_text(frame(request(2)))
+    message = NodeInput(
+        type="node_input", workflow_id=WID, node_id="approve", request_id="req_1", data={"value": "yes"}
+    )
+    pending = core.command(message, Ack)
+    (first,) = sent(core)
+    assert first["idempotency_key"].startswith("gw-")
+    other = core.command(message, Ack)
+    (second,) = sent(core)
+    assert second["idempotency_key"] != first["idempotency_key"], "one key per answer"
+    core.receive_text(frame({"type": "ack", "reply_to": other.id, "command": "node_input", "workflow_id": WID}))
+    core.connection_lost()
+    core.connection_made(HELLO)
+    resubscribe, repeat = sent(core)
+    assert resubscribe["type"] == "subscribe"
+    assert repeat == first, "same id, same idempotency_key, same data and request"
+    # The gateway acks the repeat of the answer it applied.
+    core.receive_text(frame(subscribed(resubscribe["id"], 2, 3), answered(3)))
+    received = core.receive_text(
+        frame({"type": "ack", "reply_to": repeat["id"], "command": "node_input", "workflow_id": WID})
+    )
+    assert isinstance(pending.reply, Ack)
+    assert received.settled == [pending]
+
+
+def test_a_repeated_answer_refused_as_already_answered_fails_even_with_the_same_data() -> None:
+    # Another client answered "yes" first: the gateway says so, and seeing the same data
+    # in input_answered does not make it ours.
     core = online()
     start(core)
     core.receive_text(frame(request(2)))
@@ -359,27 +389,11 @@ def test_a_repeated_answer_that_had_landed_counts_as_done() -> None:
     core.connection_lost()
     core.connection_made(HELLO)
     resubscribe, repeat = sent(core)
-    received = core.receive_text(
+    core.receive_text(
         frame(subscribed(resubscribe["id"], 2, 3), answered(3), error("input_already_answered", repeat["id"]))
     )
-    assert isinstance(pending.reply, Ack)
-    assert pending.error is None
-    assert "error" not in [d.message.type for d in received.deliveries]
-
-
-def test_a_repeated_answer_that_lost_to_another_answer_fails() -> None:
-    core = online()
-    start(core)
-    core.receive_text(frame(request(2)))
-    message = NodeInput(type="node_input", workflow_id=WID, node_id="approve", request_id="req_1", data={"value": "no"})
-    pending = core.command(message, Ack)
-    sent(core)
-    core.connection_lost()
-    core.connection_made(HELLO)
-    resubscribe, repeat = sent(core)
-    core.receive_text(frame(subscribed(resubscribe["id"], 2, 3), answered(3, "yes")))
-    core.receive_text(frame(error("input_already_answered", repeat["id"])))
     assert isinstance(pending.error, InputRejected)
+    assert pending.error.code is ErrorCode.input_already_answered
 
 
 def test_a_repeated_cancel_of_a_finished_run_counts_as_done() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from collections.abc import Mapping
@@ -15,7 +16,9 @@ from graphwire_client import (
     ConnectionLost,
     ConnectionRejected,
     ConnectionState,
+    GatewayShutdown,
     GraphwireClient,
+    HandshakeRefused,
     ReconnectPolicy,
     Run,
     StateChange,
@@ -66,15 +69,21 @@ class FakeTransport:
 
     def __init__(self, greet: bool = True) -> None:
         self.accepting = True
+        self.refusal: HandshakeRefused | None = None
+        """Raised instead of opening, while set (a gateway answering the handshake with 503)."""
         self.greet = greet
         self.attempts = 0
+        self.attempted_at: list[float] = []
         self.sockets: list[FakeSocket] = []
         self.calls: list[tuple[str, dict[str, str]]] = []
         self.opened = asyncio.Event()
 
     async def connect(self, url: str, *, headers: Mapping[str, str], open_timeout: float) -> FakeSocket:
         self.attempts += 1
+        self.attempted_at.append(asyncio.get_running_loop().time())
         self.calls.append((url, dict(headers)))
+        if self.refusal is not None:
+            raise self.refusal
         if not self.accepting:
             raise OSError("connection refused")
         socket = FakeSocket()
@@ -195,6 +204,59 @@ async def test_a_run_being_read_raises_connection_lost_when_the_client_gives_up(
         with pytest.raises(ConnectionLost):
             await client.ping()
         assert transport.attempts == 1 + FAST.max_attempts
+
+
+async def test_a_refused_handshake_waits_its_retry_after_before_the_next_attempt() -> None:
+    transport = FakeTransport()
+    transport.refusal = HandshakeRefused(503, retry_after=0.2)
+    policy = ReconnectPolicy(max_attempts=10, base_delay=0.001, max_delay=0.01)
+    client = GraphwireClient("ws://gateway.test/ws/workflow", reconnect=policy, transport=transport)
+    connecting = asyncio.create_task(client.connect())
+    # The first attempt (at once) and two retries are refused; the third retry connects.
+    while transport.attempts < 3:
+        await asyncio.sleep(0.01)
+    transport.refusal = None
+    await asyncio.wait_for(connecting, 2)
+    await client.close()
+    at = transport.attempted_at
+    gaps = [later - earlier for earlier, later in itertools.pairwise(at)]
+    assert len(gaps) >= 3
+    assert min(gaps) >= 0.2, gaps
+
+
+async def test_a_run_the_gateway_stopped_raises_gateway_shutdown() -> None:
+    transport = FakeTransport()
+    async with client_for(transport) as client:
+        socket = transport.sockets[0]
+        starting = asyncio.create_task(client.start_workflow("chat", {"message": "hi"}))
+        socket.push(started((await socket.next())["id"]))
+        run = await starting
+        error = {"code": "gateway_shutdown", "message": "the gateway stopped while the run was in flight"}
+        socket.push({"type": "workflow_failed", "workflow_id": "r1", "seq": 2, "timestamp": TS, "error": error})
+        socket.drop(1012)
+        with pytest.raises(GatewayShutdown) as stopped:
+            await run.result()
+        assert (stopped.value.workflow_id, stopped.value.code.value) == ("r1", "gateway_shutdown")
+
+
+async def test_respond_goes_again_identical_after_a_drop_and_returns_once_acked() -> None:
+    transport = FakeTransport()
+    async with client_for(transport) as client:
+        socket = transport.sockets[0]
+        starting = asyncio.create_task(client.start_workflow("approval", {"message": "ok?"}))
+        socket.push(started((await socket.next())["id"]))
+        run = await starting
+        answering = asyncio.create_task(run.respond("req_1", "yes", node_id="approve"))
+        first = await socket.next()
+        assert first["type"] == "node_input"
+        socket.drop()
+        again = await transport.next_socket(1)
+        resubscribe, repeat = await again.next(), await again.next()
+        assert (resubscribe["type"], resubscribe["since_seq"]) == ("subscribe", 1)
+        assert repeat == first
+        assert not answering.done()
+        again.push({"type": "ack", "reply_to": repeat["id"], "command": "node_input", "workflow_id": "r1"})
+        await asyncio.wait_for(answering, 2)
 
 
 @pytest.mark.parametrize("code", [4001, 4003, 1008, 1009])

@@ -22,12 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 __all__ = ["direct_text_writer", "framed"]
 
-_PROTOCOL = "WebSocketsSansIOProtocol"
 _ATTRIBUTES = ("conn", "transport", "writable", "disconnected", "close_sent", "handshake_complete", "initial_response")
 
 # The last text framed, and its frame: fan-out writes one frame to many sockets in a row.
@@ -50,7 +50,8 @@ def direct_text_writer(send: Callable[..., Any]) -> Callable[[str], bool] | None
     The writer returns False, having written nothing, whenever the ASGI path must be used.
     """
     found = getattr(send, "__self__", None)
-    if found is None or type(found).__name__ != _PROTOCOL or not all(hasattr(found, a) for a in _ATTRIBUTES):
+    # uvicorn's protocol or a subclass (graphwire.transport.GatewayProtocol).
+    if not isinstance(found, WebSocketsSansIOProtocol) or not all(hasattr(found, a) for a in _ATTRIBUTES):
         return None
     protocol: Any = found
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from graphwire.registry import WorkflowRegistry
 from graphwire.router import Router
 from graphwire.runs import RunManager
 from graphwire.settings import Settings
+from graphwire.watchdog import LoopWatchdog, describe_runs
 from graphwire.workflows import register_builtin_workflows
 
 __all__ = ["Gateway", "GatewayApp", "create_app"]
@@ -148,6 +150,18 @@ class Gateway:
                     self.runs.detach(conn, run)
             await self.connections.remove(conn)
 
+    async def end_runs(self, budget: float) -> None:
+        """Shutdown, before any socket closes: end every run in flight, deliver the endings.
+
+        Watchers that read get their runs' ``workflow_failed`` (``gateway_shutdown``)
+        before the 1012; ``budget`` bounds the wait for slow ones.
+        """
+        ended = self.runs.end_all()
+        if ended:
+            log.info("shutting down: %d runs in flight ended with gateway_shutdown", ended)
+        await asyncio.sleep(0)  # let the cancelled run tasks unwind
+        await self.connections.drain(budget)
+
     async def expire_loop(self) -> None:
         while True:
             await asyncio.sleep(min(30.0, max(self.settings.run_retention_seconds, 0.5)))
@@ -228,12 +242,24 @@ def create_app(settings: Settings | None = None, registry: WorkflowRegistry | No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Sync nodes run in the loop's default executor (asyncio.to_thread): bound it here.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(settings.node_threads, thread_name_prefix="graphwire-node")
+        )
         expire = asyncio.create_task(gateway.expire_loop())
+        # An AsyncNode that blocks the loop is logged with its workflow and node (graphwire.watchdog).
+        watchdog = LoopWatchdog(
+            asyncio.get_running_loop(), settings.loop_block_warn_ms / 1000, describe_runs(gateway.runs.runs)
+        )
+        watchdog.start()
         try:
             yield
         finally:
             expire.cancel()
-            await gateway.runs.shutdown()
+            try:
+                await gateway.runs.shutdown()
+            finally:
+                watchdog.stop()
 
     sockets = {"/ws/workflow": WORKFLOW_MESSAGES, "/ws/chat": CHAT_MESSAGES}
     app = GatewayApp(gateway, sockets, title="graphwire", version="0.1.0", lifespan=lifespan)

@@ -14,6 +14,7 @@ import uvicorn
 
 from graphwire.app import create_app
 from graphwire.settings import SettingsProblem, load_settings
+from graphwire.transport import GatewayServer, gateway_protocol
 
 __all__ = ["main"]
 
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         ws_ping_interval=settings.ping_interval or None,
         ws_ping_timeout=settings.ping_timeout or None,
         ws_per_message_deflate=settings.compression == "deflate",
+        # uvicorn's websockets-sansio protocol with bounded closes (graphwire.transport).
+        ws=gateway_protocol(settings),
         # Thousands of watchers connect at once; uvicorn's default backlog (2048) makes the
         # rest retry their SYN a second later. The kernel caps it at net.core.somaxconn.
         backlog=settings.backlog,
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     raise_fd_limit()
     tune_gc()
-    uvicorn.Server(config).run()
+    GatewayServer(config, settings.shutdown_grace, app.gateway.end_runs).run()
     return 0
 
 

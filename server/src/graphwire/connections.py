@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graphwire import _eager
-from graphwire._generated.messages import CloseCode, SystemAlert, TopicMessage
-from graphwire.protocol import encode, now
+from graphwire._generated.messages import CloseCode, ErrorCode, SystemAlert, TopicMessage
+from graphwire.protocol import ProtocolError, encode, now
 from graphwire.settings import Settings
 
-__all__ = ["Connection", "ConnectionManager", "Flusher"]
+__all__ = ["Connection", "ConnectionManager", "Flusher", "ensure_room"]
 
 log = logging.getLogger("graphwire.connections")
 
@@ -151,6 +151,7 @@ class Connection:
     # which makes replay-then-live free of gaps and duplicates.
     runs: dict[str, int] = field(default_factory=dict)
     connected_at: float = field(default_factory=time.time)
+    runs_in_flight: int = 0  # runs this connection started that have not ended
     flusher: Flusher | None = None
     # The fast path (see graphwire._direct): True when the frame was written directly.
     write_now: Callable[[str], bool] | None = None
@@ -275,6 +276,16 @@ class Connection:
             if not self._queue:
                 self._queue = None
 
+    @property
+    def subscriptions(self) -> int:
+        """What ``max_subscriptions_per_connection`` counts: runs watched, topics, groups."""
+        return len(self.runs) + len(self.topics) + len(self.groups)
+
+    @property
+    def drained(self) -> bool:
+        """Nothing waits to be written (or the connection is gone)."""
+        return self.closed or (self._queue is None and self._writer is None)
+
     async def stop(self) -> None:
         self.closed = True
         writer = self._writer
@@ -282,6 +293,19 @@ class Connection:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
+
+
+def ensure_room(conn: Connection, adding: int, reply_to: str | None) -> None:
+    """Refuse, changing nothing, ``adding`` more subscriptions past the connection's limit."""
+    limit = conn.settings.max_subscriptions_per_connection
+    if conn.subscriptions + adding > limit:
+        raise ProtocolError(
+            ErrorCode.too_many_subscriptions,
+            f"this connection watches {conn.subscriptions} runs, topics and groups; its limit is {limit}"
+            " (max_subscriptions_per_connection)",
+            None,
+            reply_to,
+        )
 
 
 class ConnectionManager:
@@ -347,6 +371,14 @@ class ConnectionManager:
             return 0
         frame = encode(TopicMessage(type="topic_message", topic=topic, data=data, timestamp=now()))
         return self.flusher.fan_out(members, frame)
+
+    async def drain(self, budget: float) -> None:
+        """Wait, at most ``budget`` seconds, until no connection has frames waiting."""
+        deadline = time.monotonic() + budget
+        while time.monotonic() < deadline:
+            if all(conn.drained for conn in self.connections.values()):
+                return
+            await asyncio.sleep(0.01)
 
     def metrics(self) -> dict[str, Any]:
         """The seed's ``/ws/metrics`` fields."""

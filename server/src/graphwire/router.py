@@ -23,7 +23,7 @@ from graphwire._generated.messages import (
     Subscribed,
     Unsubscribe,
 )
-from graphwire.connections import Connection, ConnectionManager
+from graphwire.connections import Connection, ConnectionManager, ensure_room
 from graphwire.protocol import ProtocolError, encode, now
 from graphwire.registry import WorkflowRegistry
 from graphwire.runs import RunManager
@@ -46,7 +46,9 @@ class Router:
             self.start_workflow(conn, message)
         elif isinstance(message, NodeInput):
             run = self.runs.get(message.workflow_id, message.id)
-            self.runs.answer(run, message.node_id, message.request_id, message.data, message.id)
+            self.runs.answer(
+                run, message.node_id, message.request_id, message.data, message.id, message.idempotency_key
+            )
             self._ack(conn, message.id, "node_input", run.workflow_id)
         elif isinstance(message, Subscribe):
             self.subscribe(conn, message)
@@ -61,6 +63,8 @@ class Router:
             self.runs.cancel(run, f"cancelled by client {conn.client_id}", message.id)
             self._ack(conn, message.id, "cancel_workflow", run.workflow_id)
         elif isinstance(message, JoinGroup):
+            if message.group not in conn.groups:
+                ensure_room(conn, 1, message.id)
             self.connections.join_group(conn, message.group)
             self._ack(conn, message.id, "join_group")
         elif isinstance(message, LeaveGroup):
@@ -89,6 +93,13 @@ class Router:
         # Naming neither a run nor topics is valid per the spec: the answer lists the
         # connection's current topics and changes nothing.
         run = self.runs.get(message.workflow_id, message.id) if message.workflow_id is not None else None
+        adding = len(set(message.topics or ()) - conn.topics)
+        if run is not None:
+            self.runs.check_since(run, message.since_seq or 0, message.id)
+            if run.workflow_id not in conn.runs:
+                adding += 1
+        # Refused before anything changes: no topic is added when the run part is refused.
+        ensure_room(conn, adding, message.id)
         for topic in message.topics or ():
             self.connections.subscribe_topic(conn, topic)
         if run is None:

@@ -45,13 +45,13 @@ from graphwire._generated.messages import (
     WorkflowFailed,
     WorkflowStarted,
 )
-from graphwire.connections import Connection, Flusher
+from graphwire.connections import Connection, Flusher, ensure_room
 from graphwire.graph import InputTimeout, use_run_context
 from graphwire.protocol import ProtocolError, encode, explicit_null, now
 from graphwire.registry import ParamsError, WorkflowDefinition
 from graphwire.settings import Settings
 
-__all__ = ["GatewayRunContext", "PendingRequest", "Run", "RunManager"]
+__all__ = ["EventTooLarge", "GatewayRunContext", "PendingRequest", "Run", "RunManager"]
 
 log = logging.getLogger("graphwire.runs")
 
@@ -62,6 +62,14 @@ _TERMINAL = {RunStatus.completed, RunStatus.failed, RunStatus.cancelled}
 def _type_const(model: type[BaseModel]) -> str:
     (const,) = typing.get_args(model.model_fields["type"].annotation)
     return str(const)
+
+
+class EventTooLarge(Exception):
+    """A node produced an event above ``max_event_bytes``; nothing was logged or sent.
+
+    It reaches the node like any error from ``send_update`` (its ``on_error`` may handle
+    it); unhandled, the run fails with ``event_too_large``.
+    """
 
 
 @dataclass(eq=False)
@@ -82,13 +90,19 @@ class Run:
 
     workflow_id: str
     workflow: str
-    max_log: int
+    settings: Settings
     flusher: Flusher
+    # The connection that started the run: the run counts against its limit while in flight.
+    starter: Connection | None = None
     status: RunStatus = RunStatus.running
     log: deque[tuple[int, str]] = field(default_factory=deque)
+    log_bytes: int = 0
     last_seq: int = 0
     pending: dict[str, PendingRequest] = field(default_factory=dict)
-    answered: set[str] = field(default_factory=set)
+    # request_id -> the applied answer: (node_id, idempotency_key or None, data).
+    answered: dict[str, tuple[str, str | None, dict[str, Any]]] = field(default_factory=dict)
+    # idempotency_key of an applied answer -> its request_id.
+    answer_keys: dict[str, str] = field(default_factory=dict)
     subscribers: set[Connection] = field(default_factory=set)
     result: dict[str, Any] | None = None
     error: ErrorDetail | None = None
@@ -105,13 +119,25 @@ class Run:
         return self.log[0][0] if self.log else self.last_seq + 1
 
     def append(self, model: type[BaseModel], **fields: Any) -> str:
-        """Build the next event from its generated model, log it once, fan it out."""
+        """Build the next event from its generated model, log it once, fan it out.
+
+        The log keeps at most ``run_log_max_events`` events and ``run_log_max_bytes``
+        (the newest event always stays); an event over ``max_event_bytes`` raises
+        ``EventTooLarge`` and changes nothing.
+        """
         seq = self.last_seq + 1
         frame = encode(model(type=_type_const(model), workflow_id=self.workflow_id, seq=seq, timestamp=now(), **fields))
+        settings = self.settings
+        if len(frame) > settings.max_event_bytes and len(frame.encode()) > settings.max_event_bytes:
+            raise EventTooLarge(
+                f"a {_type_const(model)} event of {len(frame.encode())} bytes is above {settings.max_event_bytes}"
+            )
         self.last_seq = seq
-        self.log.append((seq, frame))
-        if len(self.log) > self.max_log:
-            self.log.popleft()
+        log = self.log
+        log.append((seq, frame))
+        self.log_bytes += len(frame)
+        while len(log) > 1 and (len(log) > settings.run_log_max_events or self.log_bytes > settings.run_log_max_bytes):
+            self.log_bytes -= len(log.popleft()[1])
         if self.subscribers:
             self.flusher.fan_out_run_event(self.subscribers, self.workflow_id, seq, frame)
         return frame
@@ -143,9 +169,9 @@ class Run:
         """Append the one terminal event of the run; later calls do nothing."""
         if self.finished:
             return
+        self.append(model, **fields)
         self.status = status
         self.finished_at = time.monotonic()
-        self.append(model, **fields)
 
 
 class GatewayRunContext:
@@ -234,6 +260,7 @@ class RunManager:
         self.flusher = flusher
         self.runs: dict[str, Run] = {}
         self._idempotency: dict[str, tuple[str, str]] = {}
+        self.in_flight = 0  # runs whose task has not ended
 
     def get(self, workflow_id: str, reply_to: str | None = None) -> Run:
         run = self.runs.get(workflow_id)
@@ -285,7 +312,8 @@ class RunManager:
                         starter.enqueue(self._started_reply(existing, reply_to))
                         self._replay(starter, existing, max(1, starter.runs.get(existing.workflow_id, 0)))
                     return existing
-        run = Run(f"run_{uuid.uuid4().hex}", definition.name, self.settings.run_log_max_events, self.flusher)
+        self._ensure_room(starter, reply_to)
+        run = Run(f"run_{uuid.uuid4().hex}", definition.name, self.settings, self.flusher, starter)
         self.runs[run.workflow_id] = run
         if idempotency_key is not None:
             self._idempotency[idempotency_key] = (_fingerprint(definition.name, validated), run.workflow_id)
@@ -293,8 +321,34 @@ class RunManager:
         if starter is not None:
             starter.enqueue(self._started_reply(run, reply_to))
             self.attach(starter, run, 1)
+        self.in_flight += 1
+        if starter is not None:
+            starter.runs_in_flight += 1
         run.task = asyncio.get_running_loop().create_task(self._drive(run, definition, validated))
         return run
+
+    def _ensure_room(self, starter: Connection | None, reply_to: str | None) -> None:
+        """Refuse a new run over ``max_runs_in_flight``, ``max_runs_per_connection`` or the
+        starter's subscription limit (the starter watches what it starts)."""
+        settings = self.settings
+        if self.in_flight >= settings.max_runs_in_flight:
+            raise ProtocolError(
+                ErrorCode.too_many_runs,
+                f"the gateway has {self.in_flight} runs in flight, its limit (max_runs_in_flight)",
+                None,
+                reply_to,
+            )
+        if starter is None:
+            return
+        if starter.runs_in_flight >= settings.max_runs_per_connection:
+            raise ProtocolError(
+                ErrorCode.too_many_runs,
+                f"this connection has {starter.runs_in_flight} runs in flight, its limit"
+                " (max_runs_per_connection); wait for one to end",
+                None,
+                reply_to,
+            )
+        ensure_room(starter, 1, reply_to)
 
     @staticmethod
     def _started_reply(run: Run, reply_to: str | None) -> str:
@@ -311,28 +365,36 @@ class RunManager:
         return encode(WorkflowStarted.model_validate_json(frame).model_copy(update={"reply_to": reply_to}))
 
     async def _drive(self, run: Run, definition: WorkflowDefinition, params: dict[str, Any]) -> None:
+        try:
+            await self._run_graph(run, definition, params)
+        finally:
+            self.in_flight -= 1
+            if run.starter is not None:
+                run.starter.runs_in_flight -= 1
+                run.starter = None
+
+    async def _run_graph(self, run: Run, definition: WorkflowDefinition, params: dict[str, Any]) -> None:
         shared: dict[str, Any] = {"params": params, "workflow_id": run.workflow_id}
         try:
             with use_run_context(GatewayRunContext(run)):
                 graph = definition.build()
                 await graph.run_async(shared)
             result = definition.result.model_validate(shared.get("result")).model_dump(mode="json")
+            if not run.finished:  # the gateway may have ended it meanwhile (end_all)
+                run.finish(RunStatus.completed, WorkflowCompleted, data=result)
+                run.result = result
         except asyncio.CancelledError:
             run.finish(RunStatus.cancelled, WorkflowCancelled, reason=run.cancel_reason)
-            return
         except InputTimeout as exc:
             self._fail(run, ErrorCode.input_timeout, str(exc))
-            return
+        except EventTooLarge as exc:
+            self._fail(run, ErrorCode.event_too_large, str(exc))
         except ValidationError as exc:
             log.error("workflow %s returned a result that breaks its schema: %s", definition.name, exc)
             self._fail(run, ErrorCode.internal_error, "the workflow's result does not match its result schema")
-            return
         except Exception as exc:
             log.exception("run %s failed", run.workflow_id)
             self._fail(run, ErrorCode.node_error, f"{type(exc).__name__}: {exc}")
-            return
-        run.result = result
-        run.finish(RunStatus.completed, WorkflowCompleted, data=result)
 
     @staticmethod
     def _fail(run: Run, code: ErrorCode, message: str) -> None:
@@ -353,16 +415,7 @@ class RunManager:
         Everything here is synchronous, so no event can slip between the replay and the
         live subscription: no gap, no duplicate.
         """
-        if since_seq > run.last_seq:
-            # The client claims events the run never had: answering `subscribed` would leave
-            # it waiting for seqs it thinks it has. Nothing is attached.
-            raise ProtocolError(
-                ErrorCode.since_seq_ahead,
-                f"since_seq {since_seq} is above the run's last seq {run.last_seq}",
-                "since_seq",
-                reply_to,
-                run.workflow_id,
-            )
+        self.check_since(run, since_seq, reply_to)
         first = run.first_seq
         truncated = since_seq + 1 < first
         conn.enqueue(
@@ -382,6 +435,19 @@ class RunManager:
         # Already attached on this connection: never send a seq twice.
         self._replay(conn, run, max(since_seq, conn.runs.get(run.workflow_id, 0)))
 
+    @staticmethod
+    def check_since(run: Run, since_seq: int, reply_to: str | None) -> None:
+        if since_seq > run.last_seq:
+            # The client claims events the run never had: answering `subscribed` would leave
+            # it waiting for seqs it thinks it has. Nothing is attached.
+            raise ProtocolError(
+                ErrorCode.since_seq_ahead,
+                f"since_seq {since_seq} is above the run's last seq {run.last_seq}",
+                "since_seq",
+                reply_to,
+                run.workflow_id,
+            )
+
     def _replay(self, conn: Connection, run: Run, after: int) -> None:
         """Queue the logged events after ``after``, then attach live, in one synchronous step."""
         for seq, frame in run.log:
@@ -390,10 +456,23 @@ class RunManager:
         self.attach(conn, run, max(after, run.last_seq))
 
     def answer(
-        self, run: Run, node_id: str, request_id: str | None, data: dict[str, Any], reply_to: str | None
+        self,
+        run: Run,
+        node_id: str,
+        request_id: str | None,
+        data: dict[str, Any],
+        reply_to: str | None,
+        idempotency_key: str | None = None,
     ) -> None:
-        """The first valid ``node_input`` for a request wins."""
+        """The first valid ``node_input`` for a request wins.
+
+        A repeat of the applied answer itself (same ``idempotency_key``, same ``data``: an
+        SDK re-sending after a reconnect) returns quietly, so the caller acks it again;
+        the request is not answered twice and nothing is logged.
+        """
         wid = run.workflow_id
+        if idempotency_key is not None and self._is_repeat(run, node_id, request_id, data, idempotency_key):
+            return
         if request_id is not None:
             pending = run.pending.get(request_id)
             if pending is None or pending.node_id != node_id:
@@ -435,9 +514,18 @@ class RunManager:
                 ErrorCode.no_pending_input, f"node {node_id!r} stopped waiting", "node_id", reply_to, wid
             )
         run.pending.pop(pending.request_id, None)
-        run.answered.add(pending.request_id)
+        run.answered[pending.request_id] = (pending.node_id, idempotency_key, data)
+        if idempotency_key is not None:
+            run.answer_keys[idempotency_key] = pending.request_id
         pending.future.set_result(data)
         run.append(InputAnswered, node_id=pending.node_id, request_id=pending.request_id, data=data)
+
+    @staticmethod
+    def _is_repeat(run: Run, node_id: str, request_id: str | None, data: dict[str, Any], key: str) -> bool:
+        answered_id = run.answer_keys.get(key)
+        if answered_id is None or (request_id is not None and request_id != answered_id):
+            return False
+        return run.answered[answered_id] == (node_id, key, data)
 
     def cancel(self, run: Run, reason: str, reply_to: str | None) -> None:
         if run.finished or run.task is None:
@@ -460,13 +548,31 @@ class RunManager:
             self._idempotency = {k: v for k, v in self._idempotency.items() if v[1] not in gone}
         return len(expired)
 
+    def end_all(self) -> int:
+        """The gateway is stopping: every run in flight ends with ``gateway_shutdown``.
+
+        An in-memory run cannot outlive the process, so its log gets an honest ending
+        that its watchers receive before their sockets close; the run's task is then
+        cancelled (its own ending is dropped: a run ends once). A durable run store will
+        checkpoint here instead, leaving the run to resume on another gateway. Returns
+        how many runs were ended.
+        """
+        ended = 0
+        for run in list(self.runs.values()):
+            if run.finished:
+                continue
+            self._fail(
+                run, ErrorCode.gateway_shutdown, "the gateway stopped while the run was in flight; start it again"
+            )
+            if run.task is not None:
+                run.task.cancel()
+            ended += 1
+        return ended
+
     async def shutdown(self) -> None:
+        """End what is still in flight and wait for the runs' tasks."""
+        self.end_all()
         tasks = [run.task for run in self.runs.values() if run.task is not None and not run.task.done()]
-        for run in self.runs.values():
-            if not run.finished:
-                run.cancel_reason = "gateway shutting down"
-        for task in tasks:
-            task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

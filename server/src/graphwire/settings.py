@@ -61,10 +61,34 @@ class Settings(BaseSettings):
     # that each connection's waiting frames leave in one write (see connections.Flusher);
     # 0 writes every frame at once (no coalescing).
     flush_quiet_ms: float = Field(default=1.0, ge=0, le=100)
+    # A socket that accepts no data for this long (its peer stopped reading) is closed as
+    # a slow consumer with 1013, whether or not its queue has filled.
+    write_timeout: float = Field(default=15.0, gt=0)
+    # How long a peer has to answer our close frame before its connection is aborted
+    # (closed without waiting for its unread data to drain).
+    close_timeout: float = Field(default=5.0, gt=0)
+    # SIGTERM: runs in flight get `workflow_failed` (gateway_shutdown), sockets get 1012;
+    # whatever the clients do, the process has ended after this long.
+    shutdown_grace: float = Field(default=10.0, gt=0)
     # How long a finished run's log stays for late joiners and resumes.
     run_retention_seconds: float = Field(default=3600.0, ge=0)
-    # Longest log kept per run; older events are dropped and resumes get `log_truncated`.
+    # Longest log kept per run, in events and in bytes; older events are dropped and
+    # resumes get `log_truncated`.
     run_log_max_events: int = Field(default=100_000, ge=10)
+    run_log_max_bytes: int = Field(default=8 * 1_048_576, ge=65_536)
+    # One event a node produces, as sent; a larger one fails the run with event_too_large.
+    # The default is what a plain `websockets` client accepts (its max_size, 1 MiB).
+    max_event_bytes: int = Field(default=1_048_576, ge=1024)
+    # Runs in flight that one connection started, and in the whole gateway (too_many_runs).
+    max_runs_per_connection: int = Field(default=100, ge=1)
+    max_runs_in_flight: int = Field(default=10_000, ge=1)
+    # Runs watched, topics and groups of one connection, together (too_many_subscriptions).
+    max_subscriptions_per_connection: int = Field(default=1_000, ge=1)
+    # Worker threads for sync nodes (prep/exec/post, retry waits, hooks) of async graphs.
+    node_threads: int = Field(default=32, ge=1)
+    # The event loop busy for longer than this at once (an AsyncNode that blocks) is
+    # logged with its workflow and node; 0 turns the watchdog off.
+    loop_block_warn_ms: float = Field(default=250.0, ge=0)
     # The seed's `compression`: "deflate" negotiates permessage-deflate (RFC 7692) with
     # clients that offer it; frames are then compressed per connection.
     compression: Literal["none", "deflate"] = "none"

@@ -1,7 +1,9 @@
 /**
  * A TCP proxy between a client and the gateway that the test controls: it can cut every
  * open connection, refuse new ones, or cut a connection right after forwarding a chosen
- * client frame (so that the server acts on it but its answer is lost).
+ * client frame (so that the server acts on it but its answer is lost), or instead of
+ * forwarding it (so that the server never sees it). It forwards the client's bytes a
+ * whole WebSocket frame at a time, and records the client's text frames.
  */
 
 import net from "node:net";
@@ -12,10 +14,12 @@ export class Proxy {
   accepted = 0;
   /** How many times it cut connections. */
   cuts = 0;
+  /** The payload of every text frame a client sent through the proxy (best effort), in order. */
+  readonly clientFrames: string[] = [];
   private readonly server: net.Server;
   private readonly pairs = new Set<[net.Socket, net.Socket]>();
   private refusing = false;
-  private trigger: { needle: string; resolve: () => void } | undefined;
+  private trigger: { needle: string; forward: boolean; answer: string | undefined; resolve: () => void } | undefined;
 
   private constructor(server: net.Server, port: number) {
     this.server = server;
@@ -57,10 +61,21 @@ export class Proxy {
     this.refusing = on;
   }
 
-  /** Cut the connection right after forwarding the next client frame whose bytes contain `needle`. */
-  cutAfterClientSends(needle: string): Promise<void> {
+  /**
+   * Forward the next client frame that contains `needle`, keep the server's bytes from the
+   * client from then on, and cut the connection: once those bytes contain `answer` (the
+   * server has acted on the frame), or without `answer` 50 ms after the frame left.
+   */
+  cutAfterClientSends(needle: string, answer?: string): Promise<void> {
     return new Promise((resolve) => {
-      this.trigger = { needle, resolve };
+      this.trigger = { needle, forward: true, answer, resolve };
+    });
+  }
+
+  /** Cut the connection instead of forwarding the next client frame that contains `needle`. */
+  cutBeforeClientSends(needle: string): Promise<void> {
+    return new Promise((resolve) => {
+      this.trigger = { needle, forward: false, answer: undefined, resolve };
     });
   }
 
@@ -85,57 +100,102 @@ export class Proxy {
     };
     client.on("error", drop).on("close", drop);
     upstream.on("error", drop).on("close", drop);
+    // Once muted, the server's bytes are kept from the client; `answer` is looked for in them.
     let muted = false;
+    let unseen: { answer: string; cut: () => void } | undefined;
+    let kept = "";
     upstream.on("data", (chunk: Buffer) => {
       if (!muted) {
         client.write(chunk);
-      }
-    });
-    client.on("data", (chunk: Buffer) => {
-      const trigger = this.trigger;
-      // Client frames are masked; look for the needle in the unmasked payload.
-      if (trigger === undefined || !unmask(chunk).includes(trigger.needle)) {
-        upstream.write(chunk);
         return;
       }
-      this.trigger = undefined;
-      muted = true; // the server gets the frame, the client never sees the answer
-      upstream.write(chunk, () => {
-        setTimeout(() => {
+      kept += chunk.toString("latin1");
+      if (unseen !== undefined && kept.includes(unseen.answer)) {
+        unseen.cut();
+        unseen = undefined;
+      }
+    });
+    let pending: Buffer = Buffer.alloc(0);
+    let upgraded = false;
+    client.on("data", (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      if (!upgraded) {
+        const end = pending.indexOf("\r\n\r\n");
+        if (end < 0) {
+          return;
+        }
+        upstream.write(pending.subarray(0, end + 4)); // the HTTP upgrade request, as is
+        pending = pending.subarray(end + 4);
+        upgraded = true;
+      }
+      const { frames, rest } = clientFrames(pending);
+      pending = rest;
+      for (const { raw, text } of frames) {
+        this.clientFrames.push(text);
+        const trigger = this.trigger;
+        if (trigger === undefined || !text.includes(trigger.needle)) {
+          upstream.write(raw);
+          continue;
+        }
+        this.trigger = undefined;
+        muted = true; // the client never sees an answer
+        const cut = (): void => {
           this.cuts++;
           drop();
           trigger.resolve();
-        }, 50);
-      });
+        };
+        if (!trigger.forward) {
+          cut(); // the server never sees the frame
+          return;
+        }
+        if (trigger.answer !== undefined) {
+          unseen = { answer: trigger.answer, cut };
+          upstream.write(raw);
+        } else {
+          upstream.write(raw, () => setTimeout(cut, 50));
+        }
+      }
     });
   }
 }
 
-/** The text payloads of the client's (masked) WebSocket frames in `chunk`, best effort. */
-function unmask(chunk: Buffer): string {
-  let text = "";
+/**
+ * The complete (masked) WebSocket frames at the start of `data` (RFC 6455 §5.2), each with
+ * its unmasked payload as text, and the bytes of the frame not yet complete.
+ */
+function clientFrames(data: Buffer): { frames: Array<{ raw: Buffer; text: string }>; rest: Buffer } {
+  const frames: Array<{ raw: Buffer; text: string }> = [];
   let offset = 0;
-  while (offset + 2 <= chunk.length) {
-    const second = chunk[offset + 1] ?? 0;
+  while (offset + 2 <= data.length) {
+    const second = data[offset + 1] ?? 0;
     let length = second & 0x7f;
     let head = 2;
     if (length === 126) {
-      length = chunk.readUInt16BE(offset + 2);
+      if (offset + 4 > data.length) {
+        break;
+      }
+      length = data.readUInt16BE(offset + 2);
       head = 4;
     } else if (length === 127) {
-      length = Number(chunk.readBigUInt64BE(offset + 2));
+      if (offset + 10 > data.length) {
+        break;
+      }
+      length = Number(data.readBigUInt64BE(offset + 2));
       head = 10;
     }
     const masked = (second & 0x80) !== 0;
     const maskAt = offset + head;
     const dataAt = maskAt + (masked ? 4 : 0);
-    const payload = chunk.subarray(dataAt, Math.min(dataAt + length, chunk.length));
-    const out = Buffer.alloc(payload.length);
-    for (let i = 0; i < payload.length; i++) {
-      out[i] = (payload[i] ?? 0) ^ (masked ? (chunk[maskAt + (i % 4)] ?? 0) : 0);
+    if (dataAt + length > data.length) {
+      break;
     }
-    text += out.toString("utf8");
+    const payload = data.subarray(dataAt, dataAt + length);
+    const text = Buffer.alloc(payload.length);
+    for (let i = 0; i < payload.length; i++) {
+      text[i] = (payload[i] ?? 0) ^ (masked ? (data[maskAt + (i % 4)] ?? 0) : 0);
+    }
+    frames.push({ raw: data.subarray(offset, dataAt + length), text: text.toString("utf8") });
     offset = dataAt + length;
   }
-  return text;
+  return { frames, rest: data.subarray(offset) };
 }

@@ -20,14 +20,16 @@ from graphwire_client._generated.typed_workflows import __all__ as _typed_all
 from graphwire_client._run import Run
 from graphwire_client._state import ConnectionState, StateChange
 from graphwire_client._subscription import Subscription
-from graphwire_client._transport import Socket, Transport, TransportClosed, WebSocketTransport
+from graphwire_client._transport import HandshakeRefused, Socket, Transport, TransportClosed, WebSocketTransport
 from graphwire_client._workflow import UntypedWorkflow, WorkflowHandle
 from graphwire_client.exceptions import (
     BadRequest,
     ClientClosed,
     ConnectionLost,
     ConnectionRejected,
+    EventTooLarge,
     Forbidden,
+    GatewayShutdown,
     GraphwireError,
     IdempotencyConflict,
     InputRejected,
@@ -38,6 +40,8 @@ from graphwire_client.exceptions import (
     RunFinished,
     RunLost,
     ServerError,
+    TooManyRuns,
+    TooManySubscriptions,
     Unauthorized,
     UnknownRun,
     UnknownWorkflow,
@@ -60,9 +64,12 @@ __all__ = [
     "ConnectionLost",
     "ConnectionRejected",
     "ConnectionState",
+    "EventTooLarge",
     "Forbidden",
+    "GatewayShutdown",
     "GraphwireClient",
     "GraphwireError",
+    "HandshakeRefused",
     "IdempotencyConflict",
     "InputRejected",
     "InternalServerError",
@@ -79,6 +86,8 @@ __all__ = [
     "Socket",
     "StateChange",
     "Subscription",
+    "TooManyRuns",
+    "TooManySubscriptions",
     "Transport",
     "TransportClosed",
     "Unauthorized",

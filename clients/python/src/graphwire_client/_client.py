@@ -2,8 +2,8 @@
 
 One task keeps the connection: connect, wait for ``connected``, write what the core
 queued (resubscribes first), then read frames into the core until the socket ends; on
-a drop it reconnects after a full-jitter backoff, and gives up after
-``ReconnectPolicy.max_attempts`` failed attempts in a row.
+a drop it reconnects after a full-jitter backoff (above the ``Retry-After`` of a refused
+handshake), and gives up after ``ReconnectPolicy.max_attempts`` failed attempts in a row.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from graphwire_client._handlers import Handler, HandlerRunner
 from graphwire_client._run import Run
 from graphwire_client._state import ConnectionState, StateChange
 from graphwire_client._subscription import Subscription
-from graphwire_client._transport import Socket, Transport, TransportClosed, WebSocketTransport
+from graphwire_client._transport import HandshakeRefused, Socket, Transport, TransportClosed, WebSocketTransport
 from graphwire_client._workflow import ParamsInput
 from graphwire_client.exceptions import (
     ClientClosed,
@@ -433,7 +433,9 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         error: BaseException | None = None
         while True:
             if not first:
-                await asyncio.sleep(self._policy.delay(failures, self._rand))
+                # A refused handshake's Retry-After is a floor under the jittered delay.
+                floor = (error.retry_after or 0.0) if isinstance(error, HandshakeRefused) else 0.0
+                await asyncio.sleep(self._policy.delay(failures, self._rand, floor))
             first = False
             self._set_state(ConnectionState.connecting, failures, error)
             greeted = False

@@ -13,8 +13,9 @@ outgoing commands on the wire; the tests drive it directly. It does
 - **resume state**: after a reconnect, ``connection_made`` queues ``subscribe
   {workflow_id, since_seq}`` for every open run, the topics and groups, then re-sends
   every command that was not answered. Commands are safe to repeat: ``start_workflow``
-  always carries an ``idempotency_key``, and a repeated ``node_input`` or
-  ``cancel_workflow`` whose first copy did land is recognised and counted as done.
+  and ``node_input`` always carry an ``idempotency_key`` (the gateway answers a repeat
+  as it answered the first copy), and a repeated ``cancel_workflow`` whose run has
+  ended meanwhile is counted as done.
 """
 
 from __future__ import annotations
@@ -232,8 +233,9 @@ class ClientCore:
         cid = f"c{next(self._ids)}"
         update: dict[str, Any] = {"id": cid}
         caller_key = isinstance(message, StartWorkflow) and message.idempotency_key is not None
-        if isinstance(message, StartWorkflow) and message.idempotency_key is None:
-            # Makes the start safe to repeat after a reconnect: the server returns the same run.
+        if isinstance(message, StartWorkflow | NodeInput) and message.idempotency_key is None:
+            # Makes the command safe to repeat after a reconnect: the server returns the same
+            # run, or acks the answer it applied, instead of a second run or input_already_answered.
             update["idempotency_key"] = f"gw-{uuid.uuid4().hex}"
         message = message.model_copy(update=update)
         pending = PendingCommand(cid, message, reply_type, internal=internal, caller_key=caller_key)
@@ -467,10 +469,10 @@ class ClientCore:
 
     def _settle_error(self, pending: PendingCommand, frame: Error, out: Received) -> None:
         message = pending.message
-        if pending.attempts > 1 and self._repeat_already_applied(message, frame):
-            wid = getattr(message, "workflow_id", None)
-            command = Command.node_input if isinstance(message, NodeInput) else Command.cancel_workflow
-            pending.reply = Ack(type="ack", reply_to=pending.id, command=command, workflow_id=wid)
+        if pending.attempts > 1 and isinstance(message, CancelWorkflow) and frame.code is ErrorCode.run_finished:
+            # The first copy may have ended the run; either way the run is over, as asked.
+            wid = message.workflow_id
+            pending.reply = Ack(type="ack", reply_to=pending.id, command=Command.cancel_workflow, workflow_id=wid)
             out.settled.append(pending)
             return
         lost = {
@@ -485,17 +487,6 @@ class ClientCore:
                 out.touch(run)
         pending.error = error_from_frame(frame)
         out.settled.append(pending)
-
-    def _repeat_already_applied(self, message: BaseModel, frame: Error) -> bool:
-        """Whether a repeated command was refused only because its first copy landed."""
-        if isinstance(message, NodeInput) and frame.code is ErrorCode.input_already_answered:
-            run = self.known_run(message.workflow_id)
-            events = run.events if run is not None else []
-            return any(
-                isinstance(e, InputAnswered) and e.request_id == message.request_id and e.data == message.data
-                for e in events
-            )
-        return isinstance(message, CancelWorkflow) and frame.code is ErrorCode.run_finished
 
     def _internal(self, message: BaseModel, reply_type: type[BaseModel]) -> PendingCommand:
         return self.command(message, reply_type, internal=True)

@@ -19,9 +19,8 @@ from graphwire_client._generated.messages import (
     WorkflowCompleted,
     WorkflowFailed,
 )
-from graphwire_client.exceptions import InputRejected, RunFinished, RunLost
+from graphwire_client.exceptions import InputRejected, RunFinished, RunLost, workflow_failed_error
 from graphwire_client.exceptions import WorkflowCancelled as WorkflowCancelledError
-from graphwire_client.exceptions import WorkflowFailed as WorkflowFailedError
 
 __all__ = ["Run", "RunHost"]
 
@@ -150,9 +149,10 @@ class Run(Generic[R]):
         """Wait for the end of the run and return its result (``workflow_completed``'s ``data``).
 
         As with ``wait()``, the ``on(...)`` handlers of the run's events have all finished
-        when it returns. Raises ``WorkflowFailed`` (``.error.code``: ``node_error``, ``input_timeout`` …) or
-        ``WorkflowCancelled``; ``RunLost``, ``ConnectionLost`` or ``ClientClosed`` when the
-        run can no longer be followed.
+        when it returns. Raises ``WorkflowFailed`` (``.error.code``: ``node_error``, ``input_timeout`` …;
+        its subclass ``GatewayShutdown`` when the gateway stopped while the run was in flight,
+        ``EventTooLarge``) or ``WorkflowCancelled``; ``RunLost``, ``ConnectionLost`` or
+        ``ClientClosed`` when the run can no longer be followed.
         """
         await self.wait()
         state = self._state
@@ -160,7 +160,7 @@ class Run(Generic[R]):
         if isinstance(terminal, WorkflowCompleted):
             return self._parse_result(terminal.data)
         if isinstance(terminal, WorkflowFailed):
-            raise WorkflowFailedError(self.workflow_id, terminal.error)
+            raise workflow_failed_error(self.workflow_id, terminal.error)
         if isinstance(terminal, WorkflowCancelled):
             raise WorkflowCancelledError(self.workflow_id, terminal.reason)
         if state.failure is not None:
@@ -170,7 +170,7 @@ class Run(Generic[R]):
             return self._parse_result(snap.result or {})
         if snap is not None and snap.status is RunStatus.failed:
             error = snap.error or ErrorDetail(code=ErrorCode.internal_error, message="the run failed")
-            raise WorkflowFailedError(self.workflow_id, error)
+            raise workflow_failed_error(self.workflow_id, error)
         if snap is not None and snap.status is RunStatus.cancelled:
             raise WorkflowCancelledError(self.workflow_id)
         raise RunLost(self.workflow_id, f"run {self.workflow_id} ended without an outcome")  # pragma: no cover
@@ -182,6 +182,12 @@ class Run(Generic[R]):
         sent as ``{"value": s}``. The node is looked up from the request; pass ``node_id``
         for a request this client never saw. Raises ``InputRejected`` (its ``code``:
         ``input_already_answered``, ``invalid_input``, ``unknown_request`` …).
+
+        Exactly once across drops: the answer carries one ``idempotency_key``; if the
+        connection drops before the ``ack``, the same ``node_input`` is sent again after
+        the resume, and the gateway acks the repeat of an answer it applied. So this
+        returns once, whether the first copy landed or not; an answer another client gave
+        first raises ``InputRejected`` (``input_already_answered``).
         """
         node = node_id or self._state.node_of(request_id)
         if node is None:

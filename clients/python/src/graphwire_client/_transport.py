@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from graphwire_client._generated.messages import CloseCode
 
-__all__ = ["Socket", "Transport", "TransportClosed", "WebSocketTransport"]
+__all__ = ["HandshakeRefused", "Socket", "Transport", "TransportClosed", "WebSocketTransport"]
 
 
 class TransportClosed(Exception):
@@ -26,6 +26,28 @@ class TransportClosed(Exception):
         super().__init__(f"connection closed ({code if code is not None else 'no close frame'}) {reason}".strip())
         self.code = code
         self.reason = reason
+
+
+class HandshakeRefused(Exception):
+    """The server answered the opening handshake with HTTP ``status`` instead of upgrading.
+
+    ``retry_after`` is its ``Retry-After`` in seconds, when it sent one (the gateway's 503
+    at ``max_connections`` says 1); the client waits at least that long before the next
+    attempt. A custom ``Transport`` raises it to get the same treatment.
+    """
+
+    def __init__(self, status: int, retry_after: float | None = None) -> None:
+        after = f", retry after {retry_after:g} s" if retry_after is not None else ""
+        super().__init__(f"HTTP {status} at the handshake{after}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header's delay-seconds (RFC 9110 §10.2.3); ``None`` when absent or a date."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
 
 
 class Socket(Protocol):
@@ -77,7 +99,8 @@ class WebSocketTransport:
             if status in (401, 403):  # refused at the handshake: as the close codes would say
                 code = CloseCode.unauthorized if status == 401 else CloseCode.forbidden
                 raise TransportClosed(code, f"HTTP {status} at the handshake") from exc
-            raise
+            retry_after = retry_after_seconds(exc.response.headers.get("Retry-After"))
+            raise HandshakeRefused(status, retry_after) from exc
         return _WebSocket(ws)
 
 

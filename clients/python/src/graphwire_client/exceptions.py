@@ -16,16 +16,21 @@
     │   │                           input_already_answered, invalid_input
     │   ├── IdempotencyConflict     idempotency_conflict
     │   ├── RateLimited             rate_limited (see ``retry_after``)
+    │   ├── TooManyRuns             too_many_runs
+    │   ├── TooManySubscriptions    too_many_subscriptions
     │   ├── Unauthorized            unauthorized
     │   ├── Forbidden               forbidden
     │   └── InternalServerError     internal_error
     └── RunError                a run did not end with ``workflow_completed`` (``workflow_id``)
         ├── WorkflowFailed          ``workflow_failed`` (``error.code`` is input_timeout, node_error …)
+        │   ├── EventTooLarge           … with event_too_large
+        │   └── GatewayShutdown         … with gateway_shutdown (start the run again)
         ├── WorkflowCancelled       ``workflow_cancelled``
         └── RunLost                 the run can no longer be followed (the server forgot it)
 
 ``ServerError`` subclasses are picked by the spec's ``ErrorCode`` (``components.schemas.ErrorCode``);
-``error_from_frame`` does the mapping.
+``error_from_frame`` does the mapping; ``workflow_failed_error`` picks the ``WorkflowFailed`` subclass
+of a ``workflow_failed`` event's ``error.code``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ __all__ = [
     "ClientClosed",
     "ConnectionLost",
     "ConnectionRejected",
+    "EventTooLarge",
     "Forbidden",
+    "GatewayShutdown",
     "GraphwireError",
     "IdempotencyConflict",
     "InputRejected",
@@ -48,12 +55,15 @@ __all__ = [
     "RunFinished",
     "RunLost",
     "ServerError",
+    "TooManyRuns",
+    "TooManySubscriptions",
     "Unauthorized",
     "UnknownRun",
     "UnknownWorkflow",
     "WorkflowCancelled",
     "WorkflowFailed",
     "error_from_frame",
+    "workflow_failed_error",
 ]
 
 
@@ -172,6 +182,14 @@ class RateLimited(ServerError):
     """Too many commands; wait ``retry_after`` seconds."""
 
 
+class TooManyRuns(ServerError):
+    """Nothing was started: the connection or the gateway already has as many runs in flight as allowed."""
+
+
+class TooManySubscriptions(ServerError):
+    """Nothing changed: the connection already watches as many runs, topics and groups as allowed."""
+
+
 class Unauthorized(ServerError):
     """The token is missing or invalid."""
 
@@ -202,13 +220,17 @@ _BY_CODE: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.invalid_input: InputRejected,
     ErrorCode.idempotency_conflict: IdempotencyConflict,
     ErrorCode.rate_limited: RateLimited,
+    ErrorCode.too_many_runs: TooManyRuns,
+    ErrorCode.too_many_subscriptions: TooManySubscriptions,
     ErrorCode.unauthorized: Unauthorized,
     ErrorCode.forbidden: Forbidden,
     ErrorCode.internal_error: InternalServerError,
 }
 # Codes that only appear in ``workflow_failed.error`` (they become ``WorkflowFailed``);
 # should one arrive in an ``error`` frame, it is a plain ``ServerError``.
-RUN_FAILURE_CODES = frozenset({ErrorCode.input_timeout, ErrorCode.node_error})
+RUN_FAILURE_CODES = frozenset(
+    {ErrorCode.input_timeout, ErrorCode.node_error, ErrorCode.event_too_large, ErrorCode.gateway_shutdown}
+)
 
 
 def error_from_frame(frame: Error) -> ServerError:
@@ -247,6 +269,29 @@ class WorkflowFailed(RunError):
     @property
     def node_id(self) -> str | None:
         return self.error.node_id
+
+
+class EventTooLarge(WorkflowFailed):
+    """The run failed with ``event_too_large``: a node produced an event above the gateway's
+    ``max_event_bytes``."""
+
+
+class GatewayShutdown(WorkflowFailed):
+    """The run failed with ``gateway_shutdown``: the gateway stopped while the run was in flight.
+
+    The run is gone (it cannot be resumed or attached again to continue); start it again.
+    """
+
+
+_FAILED_BY_CODE: dict[ErrorCode, type[WorkflowFailed]] = {
+    ErrorCode.event_too_large: EventTooLarge,
+    ErrorCode.gateway_shutdown: GatewayShutdown,
+}
+
+
+def workflow_failed_error(workflow_id: str, error: ErrorDetail) -> WorkflowFailed:
+    """The exception for a run that ended with ``workflow_failed``: the subclass of ``error.code``."""
+    return _FAILED_BY_CODE.get(error.code, WorkflowFailed)(workflow_id, error)
 
 
 class WorkflowCancelled(RunError):
