@@ -6,7 +6,9 @@ limit; its own CPU time is reported so that can be checked.
 
 Modes:
   fanout  start a ticker with wait_for_go, attach N watchers, send go, measure
-          (``--stalled K`` adds K watchers that subscribe, then stop reading)
+          (``--stalled K`` adds K watchers that subscribe, then stop reading;
+          ``--flooders K`` adds K clients that send pings flat out from go until the
+          watchers are done, reading what comes back)
   idle    open N connections, print "ready", hold them until stdin closes
 """
 
@@ -263,6 +265,185 @@ async def watch_stalled(stalled: list[StalledWatcher], stop: asyncio.Event) -> N
         diag.close()
 
 
+# A flooder's ping, encoded once. It sends it flat out, yet keeps at most FLOOD_WINDOW of them
+# unanswered (the server answers every one, with a pong or a rate_limited error): enough that
+# the server never waits for the next one, few enough that the flooder does not spend the load
+# generator's core (the watchers' core) stuffing megabytes of loopback buffers with pings the
+# server will never read (it closes the connection after a few hundred).
+FLOOD_PING = orjson.dumps({"type": "ping", "id": "f"})
+FLOOD_WINDOW = 256
+
+
+class FloodConnection(WSListener):
+    """One connection of a flooder: pings flat out, counts the answers and how it ended."""
+
+    def __init__(self) -> None:
+        self.transport: WSTransport | None = None
+        self.flooding = False
+        self.unanswered = 0
+        self.sent = 0
+        self.pongs = 0
+        self.rate_limited = 0
+        self.retry_after_max: float | None = None
+        self.first_rate_limited_at: float | None = None
+        self.other: dict[str, int] = {}  # any other answer, by type (errors: by code)
+        self.close_code: int | None = None
+        self.closed_at: float | None = None  # the server's close frame arrived, or the stream ended
+        self.stopped = False  # we ended it (the watchers were done), not the server
+        self.ended = asyncio.get_running_loop().create_future()
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.flooding = False
+        if self.closed_at is None and not self.stopped:
+            self.closed_at = time.time()  # the stream ended without a close frame
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+    def start(self) -> None:
+        self.flooding = True
+        self.top_up()
+
+    def stop(self) -> None:
+        self.flooding = False
+        if self.transport is not None and not self.transport.is_disconnected and self.closed_at is None:
+            self.stopped = True
+            self.transport.disconnect()
+
+    def top_up(self) -> None:
+        assert self.transport is not None
+        send = self.transport.send
+        more = FLOOD_WINDOW - self.unanswered
+        for _ in range(more):
+            send(WSMsgType.TEXT, FLOOD_PING)
+        self.unanswered += more
+        self.sent += more
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.CLOSE:
+            self.close_code = frame.get_close_code().value
+            self.closed_at = time.time()
+            self.flooding = False
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+            return
+        if frame.msg_type != WSMsgType.TEXT:
+            return
+        message = orjson.loads(frame.get_payload_as_bytes())
+        for item in message["messages"] if message["type"] == "batch" else (message,):
+            self.count(item)
+        # Half the window answered: send as many again (fewer, larger bursts than one per answer).
+        if self.flooding and self.unanswered <= FLOOD_WINDOW // 2:
+            self.top_up()
+
+    def count(self, message: dict[str, Any]) -> None:
+        if message.get("reply_to") == "f":
+            self.unanswered -= 1
+        kind = message["type"]
+        if kind == "connected":  # the greeting every connection gets, not an answer
+            return
+        if kind == "pong":
+            self.pongs += 1
+        elif kind == "error" and message.get("code") == "rate_limited":
+            self.rate_limited += 1
+            if self.first_rate_limited_at is None:
+                self.first_rate_limited_at = time.time()
+            retry_after = message.get("retry_after")
+            if retry_after is not None:
+                self.retry_after_max = max(self.retry_after_max or 0.0, float(retry_after))
+        else:
+            key = f"error {message.get('code')}" if kind == "error" else kind
+            self.other[key] = self.other.get(key, 0) + 1
+
+
+class Flooder:
+    """One flooding client, from go until ``stop``; with ``reconnect``, it comes back when closed."""
+
+    def __init__(self, url: str, reconnect: bool) -> None:
+        self.url = url
+        self.reconnect = reconnect
+        self.connections: list[FloodConnection] = []
+        self.stopping = False
+        self.refused: str | None = None  # a reconnect that failed, and why
+
+    async def connect(self) -> FloodConnection:
+        _, listener = await ws_connect(FloodConnection, self.url, websocket_handshake_timeout=30)
+        assert isinstance(listener, FloodConnection)
+        self.connections.append(listener)
+        return listener
+
+    async def run(self) -> None:
+        connection = self.connections[-1]  # opened before go, like the watchers
+        while True:
+            connection.start()
+            await connection.ended
+            if self.stopping or not self.reconnect:
+                return
+            try:
+                connection = await self.connect()
+            except Exception as exc:  # noted in the report; the watchers go on
+                self.refused = f"{type(exc).__name__}: {exc}"
+                return
+            if self.stopping:
+                connection.stop()
+                return
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.connections:
+            self.connections[-1].stop()
+
+    def report(self, go: float, until: float) -> dict[str, Any]:
+        def since_go(at: float | None) -> float | None:
+            return None if at is None else at - go
+
+        connections = self.connections
+        ended = [c for c in connections if c.closed_at is not None]  # by the server, before we stopped
+        close_codes: dict[str, int] = {}  # "none": the stream ended without a close frame
+        for c in ended:
+            key = str(c.close_code) if c.close_code is not None else "none"
+            close_codes[key] = close_codes.get(key, 0) + 1
+        other: dict[str, int] = {}
+        for c in connections:
+            for key, value in c.other.items():
+                other[key] = other.get(key, 0) + value
+        retry_afters = [c.retry_after_max for c in connections if c.retry_after_max is not None]
+        limited_at = [c.first_rate_limited_at for c in connections if c.first_rate_limited_at is not None]
+        first = connections[0]
+        return {
+            "reconnect": self.reconnect,
+            "window": FLOOD_WINDOW,
+            "connections": len(connections),
+            "flood_s": until - go,
+            "sent": sum(c.sent for c in connections),
+            "pongs": sum(c.pongs for c in connections),
+            "rate_limited": sum(c.rate_limited for c in connections),
+            "other_replies": other,
+            "retry_after_max": max(retry_afters, default=None),
+            "first_rate_limited_s": since_go(min(limited_at, default=None)),
+            "closed_by_server": len(ended),
+            "close_codes": close_codes,
+            "open_at_end": bool(connections) and connections[-1].closed_at is None,
+            "refused": self.refused,
+            # The first connection alone: how long one flat-out connection lasts, and what it got.
+            "first": {
+                "sent": first.sent,
+                "pongs": first.pongs,
+                "rate_limited": first.rate_limited,
+                "close_code": first.close_code,
+                "closed_s": since_go(first.closed_at),
+            },
+        }
+
+
+async def open_flooders(url: str, k: int, reconnect: bool) -> list[Flooder]:
+    flooders = [Flooder(url, reconnect) for _ in range(k)]
+    await asyncio.gather(*(f.connect() for f in flooders))
+    return flooders
+
+
 def raise_fd_limit() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
@@ -310,6 +491,7 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
     # The stalled ones subscribe first: ahead of every fast watcher in the run's fan-out order.
     stalled = await open_stalled(args.url, args.stalled, args.count)
     watchers = await open_watchers(args.url, args.n, args.count, latencies)
+    flooders = await open_flooders(args.url, args.flooders, args.flood_reconnect)
     subscribed = [w.expect("subscribed") for w in [*stalled, *watchers]]
     for w in [*stalled, *watchers]:
         w.send({"type": "subscribe", "workflow_id": request["workflow_id"], "since_seq": request["seq"]})
@@ -318,6 +500,8 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
     watching = asyncio.get_running_loop().create_task(watch_stalled(stalled, stop_watching)) if stalled else None
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     go = time.time()
+    # The flood starts with the ticks (each flooder sends its first window on the next turn of the loop).
+    flooding = [asyncio.get_running_loop().create_task(f.run()) for f in flooders]
     control.send(
         {
             "type": "node_input",
@@ -335,6 +519,11 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
     expected = args.n * args.count
     elapsed = max(end - go, 1e-9)
     client_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    flood_end = time.time()
+    for f in flooders:
+        f.stop()
+    if flooding:
+        await asyncio.wait(flooding, timeout=10)
     if watching is not None:
         stop_watching.set()
         await watching
@@ -364,6 +553,8 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
         "client_cpu_share": client_cpu / elapsed,
         "stalled": args.stalled,
         "stalled_watchers": [w.report(go) for w in stalled],
+        "flooders": args.flooders,
+        "flooder_reports": [f.report(go, flood_end) for f in flooders],
     }
 
 
@@ -383,6 +574,12 @@ def main() -> None:
     parser.add_argument("--interval-ms", type=float, default=0)
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--stalled", type=int, default=0, help="fanout: watchers that stop reading once subscribed")
+    parser.add_argument(
+        "--flooders", type=int, default=0, help="fanout: clients sending pings flat out during the ticks"
+    )
+    parser.add_argument(
+        "--flood-reconnect", action="store_true", help="fanout: a flooder the server closes connects again at once"
+    )
     args = parser.parse_args()
     raise_fd_limit()
     with contextlib.suppress(ImportError):

@@ -3,20 +3,24 @@
 Each server runs pinned to core 0 and the load generator (``loadgen.py``, its own
 process) to core 1, on loopback. Scenarios: one ``ticker`` run fanned out to N watchers,
 flat out and paced; the same paced fan-out with and without a stalled watcher (one that
-subscribes, then never reads); memory per idle connection. Every figure is the median of
-the repetitions, and every graphwire figure is also given as a ratio to the raw server's
-figure from the same run (the stalled scenario: to graphwire's own run without the
-stalled watcher), because these machines are noisy.
+subscribes, then never reads); a paced fan-out with and without a flooder (a client
+sending pings flat out, which the per-connection rate limits must keep from the
+watchers); memory per idle connection. Every figure is the median of the repetitions,
+and every graphwire figure is also given as a ratio to the raw server's figure from the
+same run (the stalled and flood scenarios: to graphwire's own run without the stalled
+watcher or the flooder), because these machines are noisy.
 
 ``--smoke`` runs a seconds-long profile (used by the test suite so the benchmark keeps
 working); it checks correctness (no lost or duplicated events), not speed. ``--only``
-runs some of the scenarios (``--only stalled``); the report then holds just those.
+runs some of the scenarios (``--only stalled``, ``--only flood``); the report then holds
+just those.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import json
 import os
 import platform
@@ -67,6 +71,7 @@ class ServerKind:
 GRAPHWIRE = [PY, "-m", "graphwire", "serve", "--log-level", "warning", "--port"]
 # The plain-client row (watchers that did not ask for `batch` frames) runs at this size only.
 PLAIN_N = {20, 1000}
+SCENARIO_NAMES = ["flat", "paced", "stalled", "flood", "idle"]
 
 
 def server_kinds() -> list[ServerKind]:
@@ -130,7 +135,16 @@ class Server:
         self.log.close()
 
 
-def fanout(server: Server, n: int, count: int, interval_ms: float, payload: int, stalled: int = 0) -> dict[str, Any]:
+def fanout(
+    server: Server,
+    n: int,
+    count: int,
+    interval_ms: float,
+    payload: int,
+    stalled: int = 0,
+    flooders: int = 0,
+    flood_reconnect: bool = False,
+) -> dict[str, Any]:
     budget = 60 + count * interval_ms / 1000 * 2
     cpu0 = server.cpu_seconds()
     wall0 = time.monotonic()
@@ -155,6 +169,9 @@ def fanout(server: Server, n: int, count: int, interval_ms: float, payload: int,
                 str(budget),
                 "--stalled",
                 str(stalled),
+                "--flooders",
+                str(flooders),
+                *(["--flood-reconnect"] if flood_reconnect else []),
             ],
         ),
         capture_output=True,
@@ -277,6 +294,72 @@ def stall_row(stall: StallScenario, without: list[dict[str, Any]], stalled: list
     }
 
 
+@dataclass
+class FloodScenario:
+    """Paced fan-out to n watchers, once as is and once with ``flooders`` clients pinging flat out."""
+
+    n: int
+    flooders: int
+    count: int
+    interval_ms: float
+    reconnect: bool  # a flooder the gateway closes connects again at once
+
+
+def flood_scenarios(smoke: bool, offered: int, reconnect: bool) -> list[FloodScenario]:
+    if smoke:
+        # One second of ticks: a flat-out flood is over 200 pings/s, and closed, well within it.
+        return [FloodScenario(20, 1, 200, 5, reconnect)]
+    n = 100
+    interval = 1000 * n / offered  # the paced rows' rate
+    return [FloodScenario(n, 1, max(10, int(6000 / interval)), interval, reconnect)]
+
+
+def rate_limits_in_effect() -> dict[str, Any]:
+    """The gateway's rate limits as its servers here get them: the defaults, unless GRAPHWIRE_* says otherwise."""
+    settings = importlib.import_module("graphwire.settings").load_settings()
+    overridden = sorted(k for k in os.environ if k.upper().startswith("GRAPHWIRE_RATE_LIMIT"))
+    return {
+        "per_connection": settings.rate_limit_per_connection,
+        "close_after": settings.rate_limit_close_after,
+        "overridden": overridden,  # empty: the defaults
+    }
+
+
+def flood_row(
+    flood: FloodScenario, payload: int, without: list[dict[str, Any]], flooded: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The watchers' figures without and with the flooders, side by side, and what the flooders got."""
+    before, after = median_of(without), median_of(flooded)
+    return {
+        "server": "graphwire",
+        "scenario": "flood",
+        "n": flood.n,
+        "flooders": flood.flooders,
+        "reconnect": flood.reconnect,
+        "count": flood.count,
+        "interval_ms": flood.interval_ms,
+        "payload_bytes": payload,
+        "rate_limits": rate_limits_in_effect(),
+        "without": before,
+        "with": after,
+        "p50_ratio": after["latency_p50_ms"] / before["latency_p50_ms"],
+        "p99_ratio": after["latency_p99_ms"] / before["latency_p99_ms"],
+        "p99_ms_each": {
+            "without": [r["latency_p99_ms"] for r in without],
+            "with": [r["latency_p99_ms"] for r in flooded],
+        },
+        # Latency counts from a tick's sent_at, so a ticker slowed down by a busy gateway (it
+        # sleeps interval_ms after each tick) does not show in it; how long the ticks took does.
+        "ticks_s": {
+            "due": flood.count * flood.interval_ms / 1000,
+            "without": statistics.median(r["elapsed_s"] for r in without),
+            "with": statistics.median(r["elapsed_s"] for r in flooded),
+        },
+        # One list per repetition: what each flooder sent and got.
+        "flooder_reports": [r["flooder_reports"] for r in flooded],
+    }
+
+
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ["deliveries_per_s", "latency_p50_ms", "latency_p99_ms", "client_cpu_share", "server_cpu_share"]
     merged = {k: statistics.median(r[k] for r in runs) for k in keys}
@@ -314,14 +397,18 @@ def main() -> int:
     parser.add_argument("--offered", type=int, default=20_000, help="paced load, deliveries/s")
     parser.add_argument("--payload-bytes", type=int, default=100, help="tick payload (the frame is ~100 bytes more)")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--only", action="append", choices=SCENARIO_NAMES, help="run only these (repeatable)")
     parser.add_argument(
-        "--only", action="append", choices=["flat", "paced", "stalled", "idle"], help="run only these (repeatable)"
+        "--flood-reconnect",
+        action="store_true",
+        help="flood scenario: the flooder connects again at once each time the gateway closes it",
     )
     args = parser.parse_args()
-    only = set(args.only or ["flat", "paced", "stalled", "idle"])
+    only = set(args.only or SCENARIO_NAMES)
     reps = 1 if args.smoke else args.reps
     plan = [s for s in scenarios(args.smoke, args.offered) if s.name in only]
     stall_plan = stall_scenarios(args.smoke, args.offered) if "stalled" in only else []
+    flood_plan = flood_scenarios(args.smoke, args.offered, args.flood_reconnect) if "flood" in only else []
     idle_sizes = ([200] if args.smoke else [5000, 10_000]) if "idle" in only else []
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -333,6 +420,7 @@ def main() -> int:
         "offered_paced": args.offered,
         "fanout": [],
         "stalled": [],
+        "flood": [],
         "idle_kb_per_connection": {},
     }
     kinds = server_kinds()
@@ -377,6 +465,26 @@ def main() -> int:
         results["stalled"].append(row)
         print(json.dumps(row), flush=True)
         print(stall_summary(row), flush=True)
+    # The raw server has no rate limits (it answers every ping, however many), so only
+    # graphwire runs this too, against itself without the flooder.
+    for flood in flood_plan:
+        by_flooders: dict[int, list[dict[str, Any]]] = {0: [], flood.flooders: []}
+        for rep in range(reps):
+            for k in (0, flood.flooders) if rep % 2 == 0 else (flood.flooders, 0):
+                measure = functools.partial(
+                    fanout,
+                    n=flood.n,
+                    count=flood.count,
+                    interval_ms=flood.interval_ms,
+                    payload=args.payload_bytes,
+                    flooders=k,
+                    flood_reconnect=flood.reconnect,
+                )
+                by_flooders[k].append(on_fresh_server(graphwire, measure))
+        row = flood_row(flood, args.payload_bytes, by_flooders[0], by_flooders[flood.flooders])
+        results["flood"].append(row)
+        print(json.dumps(row), flush=True)
+        print(flood_summary(row), flush=True)
     idle_kinds = [kind for kind in kinds if kind.every_size]
     for n in idle_sizes:
         values: dict[str, list[float]] = {kind.name: [] for kind in idle_kinds}
@@ -391,7 +499,8 @@ def main() -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "RESULTS.md").write_text(render(results))
     print(render(results))
-    measured = [*results["fanout"], *(r[side] for r in results["stalled"] for side in ("without", "with"))]
+    compared = [*results["stalled"], *results["flood"]]
+    measured = [*results["fanout"], *(r[side] for r in compared for side in ("without", "with"))]
     bad = [r for r in measured if r["lost"] or r["duplicates"] or r["unfinished"]]
     return 1 if bad else 0
 
@@ -450,11 +559,76 @@ def describe_stalled(row: dict[str, Any]) -> str:
     return text + (f"; it got workflow_completed in {of(completed)}." if completed else ".")
 
 
+def flood_summary(row: dict[str, Any]) -> str:
+    before, after = row["without"], row["with"]
+    return (
+        f"flood: {row['n']} watchers, p99 {before['latency_p99_ms']:.1f} ms without, "
+        f"{after['latency_p99_ms']:.1f} ms with {row['flooders']} flooder ({row['p99_ratio']:.2f}×); "
+        f"p50 {before['latency_p50_ms']:.1f} / {after['latency_p50_ms']:.1f} ms; "
+        f"lost {before['lost']} / {after['lost']}, duplicates {before['duplicates']} / {after['duplicates']}; "
+        f"server CPU {100 * before['server_cpu_share']:.0f}% / {100 * after['server_cpu_share']:.0f}%; "
+        f"the ticks took {row['ticks_s']['without']:.2f} / {row['ticks_s']['with']:.2f} s "
+        f"({row['ticks_s']['due']:g} s of intervals); "
+        f"p99 of each run: {each(row['p99_ms_each']['without'])} without, {each(row['p99_ms_each']['with'])} with. "
+        f"The flooder: {describe_flooders(row)}"
+    )
+
+
+def describe_flooders(row: dict[str, Any]) -> str:
+    """What the flooders sent and got, over every repetition (medians), seen from their end."""
+    reports = [f for rep in row["flooder_reports"] for f in rep]
+    if not reports:
+        return "none ran."
+
+    def median(get: Callable[[dict[str, Any]], Any]) -> float | None:
+        values = [v for v in map(get, reports) if v is not None]
+        return statistics.median(values) if values else None
+
+    def of(count: int) -> str:
+        return f"{count}/{len(reports)}"
+
+    text = f"medians of {len(reports)}: it sent {median(lambda f: f['sent']):,.0f} pings"
+    if row["reconnect"]:
+        text += f" over {median(lambda f: f['flood_s']):.1f} s"
+    text += (
+        f" and got {median(lambda f: f['pongs']):,.0f} pongs and "
+        f"{median(lambda f: f['rate_limited']):,.0f} rate_limited errors"
+    )
+    first_limited = median(lambda f: f["first_rate_limited_s"])
+    if first_limited is not None:
+        text += f" (the first {first_limited:+.2f} s after the first tick"
+        retry = median(lambda f: f["retry_after_max"])
+        text += f", retry_after up to {retry:.2f} s)" if retry is not None else ")"
+    firsts = [f["first"] for f in reports]
+    closed = [c for c in firsts if c["closed_s"] is not None]
+    if closed:
+        codes = ", ".join(sorted({str(c["close_code"]) for c in closed}))
+        at = statistics.median(c["closed_s"] for c in closed)
+        text += (
+            f"; the gateway closed its (first) connection in {of(len(closed))} runs, close code {codes}, "
+            f"{at:+.2f} s after the first tick, after {statistics.median(c['pongs'] for c in closed):,.0f} pongs "
+            f"and {statistics.median(c['rate_limited'] for c in closed):,.0f} rate_limited"
+        )
+    else:
+        text += "; the gateway had not closed it when the watchers were done"
+    if row["reconnect"]:
+        text += (
+            f"; coming back each time, it opened {median(lambda f: f['connections']):,.0f} connections, "
+            f"{median(lambda f: f['closed_by_server']):,.0f} closed by the gateway "
+            f"({', '.join(sorted({k for f in reports for k in f['close_codes']})) or 'none'})"
+        )
+    other = sorted({k for f in reports for k in f["other_replies"]})
+    text += f"; other replies: {', '.join(other)}" if other else ""
+    refused = [f["refused"] for f in reports if f["refused"]]
+    text += f"; a reconnect failed in {of(len(refused))} ({refused[0]})" if refused else ""
+    return text + "."
+
+
 def render(results: dict[str, Any]) -> str:
     rows = results["fanout"]
     raw = {(r["scenario"], r["n"]): r for r in rows if r["server"] == "raw-websockets"}
     only = results.get("only", [])
-    partial = f", only {', '.join(only)}" if set(only) != {"flat", "paced", "stalled", "idle"} else ""
+    partial = f", only {', '.join(only)}" if set(only) != set(SCENARIO_NAMES) else ""
     lines = [
         "# Fan-out benchmark",
         "",
@@ -471,6 +645,8 @@ def render(results: dict[str, Any]) -> str:
         lines += fanout_table(rows, raw)
     if results.get("stalled"):
         lines += stall_table(results["stalled"])
+    if results.get("flood"):
+        lines += flood_table(results["flood"])
     if results["idle_kb_per_connection"]:
         lines += ["", "| server | idle connections | KB per idle connection |", "|---|---|---|"]
         for server, sizes in results["idle_kb_per_connection"].items():
@@ -550,6 +726,80 @@ def stall_table(rows: list[dict[str, Any]]) -> list[str]:
             f"N={r['n']}: p99 of each run, ms: {each(each_run['without'])} without; {each(each_run['with'])} with.",
             f"The stalled watcher, {describe_stalled(r)}",
         ]
+    return lines
+
+
+def flood_table(rows: list[dict[str, Any]]) -> list[str]:
+    limits = rows[0]["rate_limits"]
+    settings = (
+        "defaults (no `GRAPHWIRE_RATE_LIMIT_*` set)"
+        if not limits["overridden"]
+        else "set by " + ", ".join(f"`{k}`" for k in limits["overridden"])
+    )
+    reconnect = any(r["reconnect"] for r in rows)
+    window = next((f["window"] for r in rows for rep in r["flooder_reports"] for f in rep), "?")
+    lines = [
+        "",
+        "## A flooding client among watchers",
+        "",
+        "The paced rate above (graphwire, `?batch=1`), run twice in each repetition, taking turns (who goes",
+        "first alternates): N watchers alone, and the same N with a flooder, a client on the same gateway",
+        'that sends `{"type":"ping","id":"f"}` flat out from the first tick until the watchers are done.',
+        f"It keeps up to {window} pings unanswered (every ping gets a pong or a `rate_limited` error), so the",
+        "gateway always has its next one to read, and it reads what comes back (it is not a slow consumer).",
+        "The figures are the watchers'; the flooder's own are below. Latency counts from a tick's `sent_at`,",
+        "so a ticker slowed down by a busy gateway (it sleeps the interval after each tick) does not show",
+        "in it: *ticks took* does (the first tick to the last one received, the intervals alone add up to",
+        "ticks × interval).",
+        f"Gateway rate limits: per connection `{limits['per_connection']}`, closed (1008) past "
+        f"{limits['close_after']:g}× that; {settings}.",
+    ]
+    if reconnect:
+        lines.append(
+            "Run with `--flood-reconnect`: each time the gateway closes the flooder, it connects again at once."
+        )
+    lines += [
+        "The raw-websockets server is not run here: it has no rate limits (`raw_server.py` answers every",
+        "ping, however many), so there is nothing of its to compare.",
+        "",
+        "| N watchers | flooders | ticks | p50 ms without | p50 ms with | p99 ms without | p99 ms with "
+        "| p99 with ÷ without | ticks took s | lost | dup | server CPU | client CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a, b = r["without"], r["with"]
+        lines.append(
+            f"| {r['n']} | {r['flooders']} | {r['count']} × {r['payload_bytes']:,} B every {r['interval_ms']:g} ms | "
+            f"{a['latency_p50_ms']:.1f} | {b['latency_p50_ms']:.1f} | {a['latency_p99_ms']:.1f} | "
+            f"{b['latency_p99_ms']:.1f} | {r['p99_ratio']:.2f} | "
+            f"{r['ticks_s']['without']:.2f} / {r['ticks_s']['with']:.2f} | {a['lost']} / {b['lost']} | "
+            f"{a['duplicates']} / {b['duplicates']} | {100 * a['server_cpu_share']:.0f}% / "
+            f"{100 * b['server_cpu_share']:.0f}% | {100 * a['client_cpu_share']:.0f}% / "
+            f"{100 * b['client_cpu_share']:.0f}% |"
+        )
+    for r in rows:
+        each_run = r["p99_ms_each"]
+        lines += [
+            "",
+            f"N={r['n']}: p99 of each run, ms: {each(each_run['without'])} without; {each(each_run['with'])} with.",
+            f"The flooder, {describe_flooders(r)}",
+            "",
+            "| run | pings sent | pongs | rate_limited | first connection closed | close codes | connections |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for i, rep in enumerate(r["flooder_reports"], 1):
+            for f in rep:
+                first = f["first"]
+                closed = (
+                    f"{first['close_code'] or 'no close frame'}, {first['closed_s']:+.2f} s"
+                    if first["closed_s"] is not None
+                    else "no (open at the end)"
+                )
+                codes = ", ".join(f"{code} × {n}" for code, n in sorted(f["close_codes"].items())) or "-"
+                lines.append(
+                    f"| {i} | {f['sent']:,} | {f['pongs']:,} | {f['rate_limited']:,} | {closed} | {codes} | "
+                    f"{f['connections']} |"
+                )
     return lines
 
 

@@ -2,7 +2,8 @@
 
 Speed is never asserted here (that is ``make bench``'s job); correctness is: every event
 reaches every watcher exactly once on both servers, also while a stalled watcher (one that
-stopped reading) is on the same run, and the report is written.
+stopped reading) is on the same run or a flooder (pings flat out) on the same gateway, the
+rate limits stop the flooder, and the report is written.
 """
 
 from __future__ import annotations
@@ -39,7 +40,18 @@ def test_bench_smoke_profile(tmp_path: Path) -> None:
         assert (stall[side]["lost"], stall[side]["duplicates"], stall[side]["unfinished"]) == (0, 0, 0), stall
     ((stalled,),) = stall["stalled_watchers"]
     assert stalled["server_send_queue_max"] > 0, "the stalled watcher's socket never filled"
+    (flood,) = results["flood"]
+    assert (flood["n"], flood["flooders"]) == (20, 1)
+    for side in ("without", "with"):
+        # The watchers lose nothing and get nothing twice, with the flooder there or not.
+        assert (flood[side]["lost"], flood[side]["duplicates"], flood[side]["unfinished"]) == (0, 0, 0), flood
+    assert not flood["rate_limits"]["overridden"], "the flood row runs the default rate limits"
+    ((flooder,),) = flood["flooder_reports"]
+    assert flooder["pongs"] > 0, flooder  # answered up to its limit, not refused outright
+    # Flat out is far past the default 200/s: it is refused (rate_limited) or closed (1008).
+    assert flooder["rate_limited"] > 0 or "1008" in flooder["close_codes"], flooder
     report = (tmp_path / "RESULTS.md").read_text()
     assert "| flat | 20 | graphwire |" in report
     assert "## A stalled watcher among fast ones" in report
     assert "| 20 | 1 | " in report
+    assert "## A flooding client among watchers" in report

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import jwt
 import pytest
 
 from graphwire.settings import Settings
@@ -33,6 +34,10 @@ COMMANDS = {
     "graphwire serve --workflows myflows:register": "test_custom_workflow_from_the_users_folder",
     "make fuzz": "the contract suite of `make test`; test_make_fuzz_runs_the_contract_suite_with_the_long_profile",
     "make fuzz FUZZ_EXAMPLES=20000": "test_make_fuzz_runs_the_contract_suite_with_the_long_profile",
+    'export GRAPHWIRE_AUTH_JWT_SECRET=$(python3 -c "import secrets; print(secrets.token_hex(32))")': (
+        "test_the_auth_block_mints_a_token"
+    ),
+    'graphwire token --sub alice --scope "workflows:start" --ttl 3600': "test_the_auth_block_mints_a_token",
 }
 
 
@@ -155,3 +160,12 @@ def test_make_fuzz_runs_the_contract_suite_with_the_long_profile() -> None:
     assert "GRAPHWIRE_CONTRACT_PROFILE=fuzz" in command
     assert "GRAPHWIRE_CONTRACT_EXAMPLES=20000" in command
     assert "-m pytest tests/contract" in command
+
+
+def test_the_auth_block_mints_a_token() -> None:
+    block = next(b for b in SH_BLOCKS if "graphwire token" in b)
+    done = subprocess.run(["bash", "-c", block], capture_output=True, text=True, timeout=60, env=user_env())
+    assert done.returncode == 0, done.stderr
+    claims = jwt.decode(done.stdout.strip(), options={"verify_signature": False})
+    assert (claims["sub"], claims["scope"]) == ("alice", "workflows:start")
+    assert 3500 < claims["exp"] - time.time() <= 3600

@@ -2,9 +2,20 @@
  * The browser demo served at `GET /`: a chat that streams tokens, a data-processing run
  * with a live bar per node, and an approval prompt — all through `@graphwire/client`.
  * Bundled by esbuild (`npm run demo`) into `server/src/graphwire/static/demo/`.
+ *
+ * A gateway with auth on needs a JWT: open the page as `/?token=<jwt>` (or paste one in
+ * the header's field, which reloads the page so). The client sends it as the
+ * `bearer.<jwt>` subprotocol beside `graphwire.v1`; a refusal is shown under the header.
  */
 
-import { type ConnectionState, GraphwireClient, GraphwireError, type RunEvent } from "../src/index.js";
+import {
+  type ConnectionState,
+  ConnectionRejected,
+  GraphwireClient,
+  GraphwireError,
+  type RunEvent,
+  Unauthorized,
+} from "../src/index.js";
 
 function byId<T extends HTMLElement>(id: string): T {
   const element = document.getElementById(id);
@@ -29,25 +40,55 @@ function describe(error: unknown): string {
   return error instanceof GraphwireError || error instanceof Error ? error.message : String(error);
 }
 
+const query = new URLSearchParams(location.search);
+const token = query.get("token") || undefined;
+if (token !== undefined) {
+  // Read once, then kept out of the address bar (and so of bookmarks and shared links).
+  query.delete("token");
+  const rest = query.toString();
+  history.replaceState(null, "", `${location.pathname}${rest ? `?${rest}` : ""}${location.hash}`);
+}
+
 const scheme = location.protocol === "https:" ? "wss" : "ws";
 const client = new GraphwireClient(`${scheme}://${location.host}/ws/workflow`, {
   // Validate every frame in the browser too, when asked for with ?validate=1.
-  validate: new URLSearchParams(location.search).has("validate"),
+  validate: query.has("validate"),
+  ...(token !== undefined && { token }),
 });
 
 // --- connection state ------------------------------------------------------------------
 
 const statePill = byId("state");
 const clientIdLabel = byId("client-id");
+const userLabel = byId("user");
+const connectionError = byId("connection-error");
 
 function showState(state: ConnectionState): void {
   statePill.textContent = state;
   statePill.dataset.state = state;
   statePill.className = `pill pill--${state}`;
   clientIdLabel.textContent = state === "connected" ? (client.clientId ?? "") : "";
+  const user = state === "connected" ? client.connection?.user : undefined;
+  userLabel.textContent = user === undefined ? "" : `as ${user}`;
+  userLabel.hidden = user === undefined;
 }
 
-client.on("state", ({ newState }) => showState(newState));
+/** Why the client stopped for good (a refused or expired token, a policy close), under the header. */
+function showRefusal(error: Error): void {
+  statePill.title = describe(error);
+  const closeCode = error instanceof ConnectionRejected ? error.closeCode : undefined;
+  const hint = error instanceof Unauthorized ? " Paste a valid token above." : "";
+  connectionError.textContent = `⚠ ${describe(error)}.${hint}`;
+  connectionError.dataset.closeCode = closeCode === undefined ? "" : String(closeCode);
+  connectionError.hidden = false;
+}
+
+client.on("state", ({ newState, error }) => {
+  showState(newState);
+  if (newState === "disconnected" && error !== undefined) {
+    showRefusal(error);
+  }
+});
 
 // --- event log -------------------------------------------------------------------------
 
@@ -332,6 +373,6 @@ approvalForm.addEventListener("submit", (submit) => {
 
 showState(client.state);
 client.connect().catch((error: unknown) => {
-  statePill.title = describe(error);
   showState("disconnected");
+  showRefusal(error instanceof Error ? error : new GraphwireError(String(error)));
 });

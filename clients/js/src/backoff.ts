@@ -55,3 +55,13 @@ export function reconnectPolicy(options: Partial<ReconnectPolicy> = {}): Reconne
   }
   return policy;
 }
+
+/**
+ * Milliseconds to wait before sending a command the server refused with `rate_limited`
+ * again: its `retry_after` (`retryAfterMs`), never less, plus up to a quarter of it (at
+ * most a second) of jitter, so that commands refused together do not return together.
+ */
+export function rateLimitDelay(retryAfterMs: number, random: () => number = Math.random): number {
+  const floor = Math.max(retryAfterMs, 0);
+  return floor + random() * Math.min(floor / 4, 1000);
+}

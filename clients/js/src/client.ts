@@ -4,7 +4,8 @@
  * sans-I/O `ClientCore`.
  */
 
-import { DEFAULT_RECONNECT, type ReconnectPolicy, backoffDelay, reconnectPolicy } from "./backoff.js";
+import { DEFAULT_REFRESH_MARGIN_MS, type TokenProvider, TokenSource, refreshDelay, tokenExpiry } from "./auth.js";
+import { DEFAULT_RECONNECT, type ReconnectPolicy, backoffDelay, rateLimitDelay, reconnectPolicy } from "./backoff.js";
 import { ClientCore, type Gap } from "./core.js";
 import { Emitter } from "./emitter.js";
 import {
@@ -12,8 +13,11 @@ import {
   CommandTimeout,
   ConnectionLost,
   ConnectionRejected,
+  Forbidden,
   GraphwireError,
   InvalidFrame,
+  Unauthorized,
+  closeRefusal,
 } from "./errors.js";
 import { type FrameValidator, decodeFrame } from "./frames.js";
 import {
@@ -55,13 +59,17 @@ export interface StateChange {
 }
 
 /**
- * The events of `client.on(type, handler)`: `state`, `gap` and `invalid_frame`, and every
- * server message by its `type` (run events once each, in seq order).
+ * The events of `client.on(type, handler)`: `state`, `gap`, `invalid_frame` and
+ * `refresh_failed` (an in-band token refresh did not go through: `getToken` threw, or the
+ * server refused its token; the connection keeps the old one, and the client tries again
+ * halfway to its expiry, then reconnects after the 4002), and every server message by its
+ * `type` (run events once each, in seq order).
  */
 export type ClientEvents = {
   state: StateChange;
   gap: Gap;
   invalid_frame: InvalidFrame;
+  refresh_failed: GraphwireError;
 } & { [T in ServerEvent["type"]]: Extract<ServerEvent, { type: T }> };
 
 /** The params of workflow `W`: from the spec for the built-in workflows, any JSON object otherwise. */
@@ -71,8 +79,28 @@ export type ParamsOf<W extends string> = W extends keyof Workflows ? Workflows[W
 export type ResultOf<W extends string> = W extends keyof Workflows ? Workflows[W]["result"] : JsonObject;
 
 export interface ClientOptions {
-  /** A JWT; sent as `Authorization: Bearer` (Node) or the `bearer.<token>` subprotocol (browsers). */
+  /**
+   * A JWT, for gateways with auth on; sent as `Authorization: Bearer` (Node, `ws`), or in
+   * browsers as the subprotocols `graphwire.v1` and `bearer.<token>` (the gateway selects
+   * `graphwire.v1`). A static token cannot be refreshed: when it expires the server closes
+   * with 4002 and the client ends with `TokenExpired`. Pass `getToken` to outlive it.
+   */
   token?: string;
+  /**
+   * Where to get a JWT (sync or async), instead of `token`: called at every connection
+   * attempt (the first connect, each reconnect, so after a 4002 token expired too) and
+   * before the token expires, for an in-band `refresh_token` that keeps the socket open
+   * (see `refreshMarginMs`). A throw fails that connection attempt (retried per
+   * `reconnect`) or that refresh (`refresh_failed`, tried again while time is left).
+   */
+  getToken?: TokenProvider;
+  /**
+   * With `getToken`: send `refresh_token` at 80 % of the token's remaining life or this
+   * long before it expires (default 30 000 ms), whichever is earlier, but not before half
+   * of it, so that a short-lived token is refreshed halfway, not in a loop (as the Python
+   * SDK). The lead also absorbs a client clock somewhat behind the gateway's.
+   */
+  refreshMarginMs?: number;
   /**
    * Retry `connect()` and reconnect after a drop (default: 8 attempts, 250 ms base, 5 s
    * cap), or `false` for one connection attempt and no reconnect.
@@ -109,8 +137,6 @@ export interface AttachOptions {
   sinceSeq?: number;
 }
 
-// Close codes after which reconnecting cannot help (the spec's CloseCode).
-const FINAL_CLOSE_CODES: ReadonlySet<number> = new Set([1008, 1009, 4001, 4003]);
 const encoder = new TextEncoder();
 
 function randomKey(): string {
@@ -141,6 +167,10 @@ export class GraphwireClient {
   private readonly transport: Transport;
   private readonly commandTimeoutMs: number;
   private readonly connectTimeoutMs: number;
+  private readonly tokens: TokenSource;
+  private readonly refreshMarginMs: number;
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly retryTimers = new Set<ReturnType<typeof setTimeout>>();
   private currentState: ConnectionState = "disconnected";
   private socket: Socket | undefined;
   private greeting: Connected | undefined;
@@ -161,10 +191,16 @@ export class GraphwireClient {
     this.transport = options.transport ?? webSocketTransport(options.WebSocket);
     this.commandTimeoutMs = options.commandTimeoutMs ?? 30_000;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    this.tokens = new TokenSource(options.token, options.getToken);
+    this.refreshMarginMs = options.refreshMarginMs ?? DEFAULT_REFRESH_MARGIN_MS;
+    if (!(this.refreshMarginMs >= 0)) {
+      throw new RangeError("refreshMarginMs must be >= 0");
+    }
     this.core = new ClientCore({
       send: (frame) => this.write(frame),
       message: (message) => this.events.emit(message.type, message as never),
       gap: (gap) => this.events.emit("gap", gap),
+      later: (ms, task) => this.later(ms, task),
     });
     this.commands = new WorkflowCommands({
       request: <T extends WorkflowCommand["type"] & keyof WorkflowReplies>(
@@ -209,10 +245,13 @@ export class GraphwireClient {
    * Open the connection, retrying per the `reconnect` policy; resolves with the server's
    * `connected` greeting. The first attempt starts at once, each retry after a full-jitter
    * backoff delay, as the Python SDK's `connect()`. Rejects with `ConnectionLost` after
-   * `maxAttempts` failed attempts (`cause`: the last failure), at once with
-   * `ConnectionRejected` when the server refuses the client for good (4001, 4003, 1008,
-   * 1009), and with `ClientClosed` when `close()` is called meanwhile. With
-   * `reconnect: false` it is one attempt, which rejects with that attempt's error.
+   * `maxAttempts` failed attempts (`cause`: the last failure), at once with a
+   * `ConnectionRejected` when the server refuses the client for good: 4001
+   * `ConnectionUnauthorized` (also an `Unauthorized`, as is a token that is not a JWT),
+   * 4003 `ConnectionForbidden`, 4002 `TokenExpired` with a static `token` (with
+   * `getToken` a 4002 is one more failed attempt), 1008, 1009; and with `ClientClosed`
+   * when `close()` is called meanwhile. With `reconnect: false` it is one attempt, which
+   * rejects with that attempt's error.
    */
   connect(): Promise<Connected> {
     if (this.closed) {
@@ -321,6 +360,11 @@ export class GraphwireClient {
     this.closed = true;
     this.cancelSleep?.();
     this.abortOpen?.();
+    clearTimeout(this.refreshTimer);
+    for (const timer of this.retryTimers) {
+      clearTimeout(timer);
+    }
+    this.retryTimers.clear();
     const socket = this.socket;
     this.socket = undefined;
     this.generation++;
@@ -382,7 +426,10 @@ export class GraphwireClient {
     }
   }
 
-  /** One connection attempt: open the socket and wait for the `connected` greeting. */
+  /**
+   * One connection attempt: get the token, open the socket and wait for the `connected`
+   * greeting, all within `connectTimeoutMs`.
+   */
   private async open(): Promise<Connected> {
     if (this.options.validate === true && this.validator === undefined) {
       const { createValidator } = await import("./validate.js");
@@ -390,6 +437,36 @@ export class GraphwireClient {
       if (this.closed) {
         throw new ClientClosed(); // closed while the validator loaded, before abortOpen was set
       }
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new SocketOpenFailed(this.url, 1006, `no greeting within ${this.connectTimeoutMs} ms`)),
+        this.connectTimeoutMs,
+      );
+    });
+    try {
+      return await this.openWith(await this.withTimeout(this.tokens.forConnect(), timeout), timeout);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** `task`, unless `timeout` or `close()` comes first. */
+  private async withTimeout<T>(task: Promise<T>, timeout: Promise<never>): Promise<T> {
+    const aborted = new Promise<never>((_, reject) => {
+      this.abortOpen = () => reject(new ClientClosed());
+    });
+    try {
+      return await Promise.race([task, timeout, aborted]);
+    } finally {
+      this.abortOpen = undefined;
+    }
+  }
+
+  private async openWith(token: string | undefined, timeout: Promise<never>): Promise<Connected> {
+    if (this.closed) {
+      throw new ClientClosed(); // closed while the token came, before abortOpen was set again
     }
     const generation = ++this.generation;
     let greeted: (greeting: Connected) => void = () => {};
@@ -420,21 +497,14 @@ export class GraphwireClient {
             return;
           }
           if (hello === undefined) {
-            refused(closeError(this.url, code, reason));
+            refused(this.closeError(code, reason));
           } else {
             this.dropped(code, reason);
           }
         },
       },
-      { token: this.options.token },
+      { token },
     );
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new SocketOpenFailed(this.url, 1006, `no greeting within ${this.connectTimeoutMs} ms`)),
-        this.connectTimeoutMs,
-      );
-    });
     const aborted = greeting.then(() => new Promise<never>(() => {}));
     let socket: Socket | undefined;
     try {
@@ -459,9 +529,13 @@ export class GraphwireClient {
       }
       throw error;
     } finally {
-      clearTimeout(timer);
       this.abortOpen = undefined;
     }
+  }
+
+  /** Why an attempt closed before its greeting: terminal for a final code, else a failed attempt. */
+  private closeError(code: number, reason: string): GraphwireError {
+    return closeRefusal(code, reason, this.tokens.refreshable) ?? new SocketOpenFailed(this.url, code, reason);
   }
 
   private decode(text: string): ServerEvent[] {
@@ -480,12 +554,15 @@ export class GraphwireClient {
   private dropped(code: number, reason: string): void {
     this.generation++;
     this.socket = undefined;
+    clearTimeout(this.refreshTimer);
     this.core.lost();
     if (this.closed) {
       return;
     }
-    if (FINAL_CLOSE_CODES.has(code)) {
-      this.giveUp(new ConnectionRejected(code, reason), 0);
+    // 4002 with a getToken is one more reconnect: every attempt asks it for a token.
+    const refusal = closeRefusal(code, reason, this.tokens.refreshable);
+    if (refusal !== undefined) {
+      this.giveUp(refusal, 0);
       return;
     }
     const cause = new SocketOpenFailed(this.url, code, reason || "the connection dropped");
@@ -529,13 +606,14 @@ export class GraphwireClient {
         const greeting = await this.open();
         this.setState("connected", 0);
         this.core.resume();
+        this.scheduleRefresh(greeting.expires_at === undefined ? undefined : Date.parse(greeting.expires_at));
         return greeting;
       } catch (error) {
         if (this.closed) {
           throw new ClientClosed();
         }
         lastError = asError(error);
-        if (error instanceof ConnectionRejected || policy === undefined) {
+        if (isFinal(error) || policy === undefined) {
           this.giveUp(asGraphwireError(error), failures + 1);
           throw error;
         }
@@ -550,6 +628,53 @@ export class GraphwireClient {
     );
     this.giveUp(lost, maxAttempts);
     throw lost;
+  }
+
+  /**
+   * With `getToken`, plan the in-band `refresh_token` of this connection's token, which
+   * expires at `expiresAtMs` (see `refreshDelay`); nothing when the expiry is unknown (the
+   * 4002 at expiry then brings a reconnect with a fresh token) or without a provider.
+   */
+  private scheduleRefresh(expiresAtMs: number | undefined): void {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
+    if (!this.tokens.refreshable || expiresAtMs === undefined || this.closed) {
+      return;
+    }
+    const delay = refreshDelay(expiresAtMs, Date.now(), this.refreshMarginMs);
+    if (delay !== undefined) {
+      const generation = this.generation;
+      this.refreshTimer = setTimeout(() => void this.refresh(generation, expiresAtMs), delay);
+    }
+  }
+
+  /** A fresh token from the provider, presented on the open connection (`refresh_token`). */
+  private async refresh(generation: number, expiresAtMs: number): Promise<void> {
+    this.refreshTimer = undefined;
+    try {
+      const token = await this.tokens.fresh();
+      if (generation !== this.generation) {
+        return; // the connection it was for is gone; the next one asked for its own token
+      }
+      await this.commands.refreshToken({ token });
+      if (generation === this.generation) {
+        this.scheduleRefresh(tokenExpiry(token));
+      }
+    } catch (error) {
+      if (generation === this.generation && !this.closed) {
+        this.events.emit("refresh_failed", asGraphwireError(error));
+        this.scheduleRefresh(expiresAtMs); // the old token stays: again halfway to its expiry
+      }
+    }
+  }
+
+  /** The sink's timer (a rate-limited command's retry), jittered by up to a quarter, cleared by `close()`. */
+  private later(ms: number, task: () => void): void {
+    const timer = setTimeout(() => {
+      this.retryTimers.delete(timer);
+      task();
+    }, rateLimitDelay(ms));
+    this.retryTimers.add(timer);
   }
 
   private giveUp(error: GraphwireError, attempt: number): void {
@@ -608,8 +733,9 @@ function withBatch(url: string, batch = true): string {
   return target.toString();
 }
 
-function closeError(url: string, code: number, reason: string): GraphwireError {
-  return FINAL_CLOSE_CODES.has(code) ? new ConnectionRejected(code, reason) : new SocketOpenFailed(url, code, reason);
+/** An attempt's failure after which retrying cannot help: a refusing close code, or a token that is not a JWT. */
+function isFinal(error: unknown): boolean {
+  return error instanceof ConnectionRejected || error instanceof Unauthorized || error instanceof Forbidden;
 }
 
 function asError(error: unknown): Error {

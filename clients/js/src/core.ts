@@ -27,7 +27,12 @@ export interface CoreSink {
   send(frame: WorkflowCommand): void;
   message(message: ServerEvent): void;
   gap(gap: Gap): void;
+  /** Run `task` in no less than `ms` milliseconds (the retry of a rate-limited command). */
+  later(ms: number, task: () => void): void;
 }
+
+/** How many times a command refused with `rate_limited` is sent again before it rejects. */
+export const RATE_LIMIT_RETRIES = 3;
 
 /** A command with its `id`, as sent. */
 export type SentCommand = WorkflowCommand & { id: string };
@@ -49,6 +54,8 @@ interface Pending {
    * re-read after the answer.
    */
   reread: boolean;
+  /** Times it was refused with `rate_limited` and sent again. */
+  rateLimited: number;
   resolve(reply: ServerEvent): void;
   reject(error: Error): void;
 }
@@ -107,6 +114,7 @@ export class ClientCore {
         sent: false,
         everSent: false,
         reread,
+        rateLimited: 0,
         resolve,
         reject,
       };
@@ -175,7 +183,9 @@ export class ClientCore {
       }
     }
     if (entry !== undefined && replyTo !== undefined) {
-      if (message.type === "error") {
+      if (message.type === "error" && message.code === "rate_limited" && this.retryable(entry)) {
+        this.retryLater(entry, message.retry_after);
+      } else if (message.type === "error") {
         this.pending.delete(replyTo);
         entry.reject(errorFromFrame(message));
       } else if (message.type === entry.replyType) {
@@ -237,6 +247,28 @@ export class ClientCore {
     for (const entry of waiting) {
       this.write(entry);
     }
+  }
+
+  private retryable(entry: Pending): boolean {
+    return entry.repeatable && entry.rateLimited < RATE_LIMIT_RETRIES;
+  }
+
+  /**
+   * A `rate_limited` refusal of a command that is safe to repeat: the server did not
+   * apply it, so it goes again, the same frame, after `retry_after` seconds (1 if the
+   * server named none) on the connection of that moment; a resume in the meantime sends
+   * it instead.
+   */
+  private retryLater(entry: Pending, retryAfter: number | undefined): void {
+    entry.rateLimited++;
+    entry.sent = false;
+    // Refused, so this copy started nothing: a resend needs no re-read on its account.
+    entry.everSent = false;
+    this.sink.later((retryAfter ?? 1) * 1000, () => {
+      if (this.pending.get(entry.frame.id) === entry && !entry.sent && this.connected) {
+        this.write(entry);
+      }
+    });
   }
 
   private write(entry: Pending): void {

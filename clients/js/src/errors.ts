@@ -6,6 +6,9 @@
  * GraphwireError
  * ├── ConnectionLost          gave up reconnecting after `reconnect.maxAttempts` (terminal)
  * ├── ConnectionRejected      the server closed with a code that forbids retrying (terminal)
+ * │   ├── ConnectionUnauthorized  4001: the token is missing, malformed or forged (also an `Unauthorized`)
+ * │   ├── TokenExpired            4002 with no `getToken` to fetch a fresh one (also an `Unauthorized`)
+ * │   └── ConnectionForbidden     4003: the token may not connect (also a `Forbidden`)
  * ├── ClientClosed            the client was closed while the call waited, or before it
  * ├── CommandInterrupted      the socket dropped while a command that is not safe to repeat
  * │                           (`cancel_workflow`, a raw `node_input` without a key) waited
@@ -22,10 +25,11 @@
  * │   ├── InputRejected           no_pending_input, unknown_request,
  * │   │                           input_already_answered, invalid_input
  * │   ├── IdempotencyConflict     idempotency_conflict
- * │   ├── RateLimited             rate_limited (see `retryAfter`)
+ * │   ├── RateLimited             rate_limited (see `retryAfter`; commands safe to repeat
+ * │   │                           are retried first)
  * │   ├── TooManyRuns             too_many_runs
  * │   ├── TooManySubscriptions    too_many_subscriptions
- * │   ├── Unauthorized            unauthorized
+ * │   ├── Unauthorized            unauthorized (also: a token that is not a JWT, terminal)
  * │   ├── Forbidden               forbidden
  * │   └── InternalServerError     internal_error
  * └── RunError                a run did not end with `workflow_completed` (`workflowId`)
@@ -35,6 +39,13 @@
  *     ├── WorkflowCancelled       `workflow_cancelled`
  *     └── RunLost                 the run can no longer be followed (the server forgot it)
  * ```
+ *
+ * The three close errors are also the `ServerError` of their meaning, so `instanceof
+ * Unauthorized` catches a refused token whether the server said so in an `error` frame (a
+ * `refresh_token` whose token does not verify; the connection stays usable) or by closing
+ * the connection. A class has one parent in JavaScript: they extend `Unauthorized` or
+ * `Forbidden`, and `ConnectionRejected`'s `instanceof` takes them in too, as the Python
+ * SDK's classes of the same names inherit from both.
  */
 
 import type { ErrorCode, ErrorDetail, ErrorMessage } from "./generated/index.js";
@@ -62,20 +73,33 @@ const CLOSE_NAMES: Readonly<Record<number, string>> = {
   1008: "policy_violation",
   1009: "message_too_big",
   4001: "unauthorized",
+  4002: "token_expired",
   4003: "forbidden",
 };
 
+function closeMessage(closeCode: number, reason: string): string {
+  const name = CLOSE_NAMES[closeCode] ?? "unknown";
+  return `the server closed the connection with ${closeCode} (${name})${reason ? `: ${reason}` : ""}`;
+}
+
 /**
  * The server closed the socket with a code that retrying cannot fix: 4001 unauthorized,
- * 4003 forbidden, 1008 origin not allowed. Terminal, like `ConnectionLost`.
+ * 4002 token expired (only without a `getToken`), 4003 forbidden, 1008 policy violation
+ * (an `Origin` not allowed, or sustained abuse of the rate limits), 1009 a frame above
+ * `max_message_size`. Terminal, like `ConnectionLost`. `closeRefusal` picks the class of
+ * a code; `instanceof ConnectionRejected` is also true of the three auth close errors.
  */
 export class ConnectionRejected extends GraphwireError {
   constructor(
     readonly closeCode: number,
     readonly reason: string = "",
   ) {
-    const name = CLOSE_NAMES[closeCode] ?? "unknown";
-    super(`the server closed the connection with ${closeCode} (${name})${reason ? `: ${reason}` : ""}`);
+    super(closeMessage(closeCode, reason));
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    const own = Function.prototype[Symbol.hasInstance].call(this, value);
+    return own || (this === ConnectionRejected && isAuthClose(value));
   }
 }
 
@@ -159,15 +183,29 @@ export class RunFinished extends ServerError {}
 export class InputRejected extends ServerError {}
 /** The `idempotency_key` was used before with other params. */
 export class IdempotencyConflict extends ServerError {}
-/** Too many commands; wait `retryAfter` seconds. */
+/**
+ * Too many commands; wait `retryAfter` seconds (the command was not applied). A command
+ * that is safe to repeat (see `isRepeatable`) is sent again after `retryAfter`, up to
+ * three times, before its promise rejects with this; others reject with it at once.
+ */
 export class RateLimited extends ServerError {}
 /** Nothing was started: the connection or the gateway already has as many runs in flight as allowed. */
 export class TooManyRuns extends ServerError {}
 /** Nothing changed: the connection already watches as many runs, topics and groups as allowed. */
 export class TooManySubscriptions extends ServerError {}
-/** The token is missing or invalid. */
+/**
+ * The gateway does not accept the token (missing, malformed, forged, signed with another
+ * key). As an `error` frame it answers a `refresh_token` whose token does not verify (the
+ * old token stays in force). As `ConnectionUnauthorized` (4001) or `TokenExpired` (4002)
+ * the server closed the connection and the client is done. The client also ends with it,
+ * before opening a socket, when its token is not a compact JWT.
+ */
 export class Unauthorized extends ServerError {}
-/** The token lacks the scope for this command. */
+/**
+ * The token may not do this: it lacks the scope, the run belongs to another user, or a
+ * `refresh_token` names another `sub`. The `error` frame leaves the connection usable;
+ * `ConnectionForbidden` (4003) ends the client.
+ */
 export class Forbidden extends ServerError {}
 /** A bug on the server; the command may be retried. */
 export class InternalServerError extends ServerError {}
@@ -197,6 +235,74 @@ const BY_CODE: Partial<Record<ErrorCode, typeof ServerError>> = {
   forbidden: Forbidden,
   internal_error: InternalServerError,
 };
+
+/**
+ * The server closed with 4001: the token is missing, malformed or forged. Terminal and
+ * not retried, not even with a `getToken`: the same refusal would come back.
+ */
+export class ConnectionUnauthorized extends Unauthorized {
+  constructor(
+    readonly closeCode: number = 4001,
+    readonly reason: string = "",
+  ) {
+    super({ type: "error", code: "unauthorized", message: reason || "the server refused the token" });
+    this.message = closeMessage(closeCode, reason);
+  }
+}
+
+/**
+ * The server closed with 4002 (the token expired) and the client has no `getToken`. A
+ * static `token` cannot be renewed: make a client with a fresh one (runs can be followed
+ * again with `attach(workflowId, { sinceSeq: run.lastSeq })`), or pass `getToken` so that
+ * the client refreshes before expiry and reconnects after a 4002.
+ */
+export class TokenExpired extends Unauthorized {
+  constructor(
+    readonly closeCode: number = 4002,
+    readonly reason: string = "",
+  ) {
+    super({ type: "error", code: "unauthorized", message: reason || "the token expired" });
+    this.message = closeMessage(closeCode, reason);
+  }
+}
+
+/** The server closed with 4003: the token is valid but may not connect. Terminal. */
+export class ConnectionForbidden extends Forbidden {
+  constructor(
+    readonly closeCode: number = 4003,
+    readonly reason: string = "",
+  ) {
+    super({ type: "error", code: "forbidden", message: reason || "the token may not connect" });
+    this.message = closeMessage(closeCode, reason);
+  }
+}
+
+function isAuthClose(value: unknown): boolean {
+  return (
+    value instanceof ConnectionUnauthorized || value instanceof TokenExpired || value instanceof ConnectionForbidden
+  );
+}
+
+/**
+ * The terminal error for a close code that forbids reconnecting (a `ConnectionRejected`),
+ * or undefined when reconnecting may help. 4002 (token expired) is terminal only when
+ * the client cannot get a fresh token (`canRefresh`: it has a `getToken`).
+ */
+export function closeRefusal(code: number, reason: string, canRefresh: boolean): ConnectionRejected | undefined {
+  switch (code) {
+    case 4001:
+      return new ConnectionUnauthorized(code, reason);
+    case 4002:
+      return canRefresh ? undefined : new TokenExpired(code, reason);
+    case 4003:
+      return new ConnectionForbidden(code, reason);
+    case 1008:
+    case 1009:
+      return new ConnectionRejected(code, reason);
+    default:
+      return undefined;
+  }
+}
 
 /** The error for an `error` frame: the `ServerError` subclass of its `code`. */
 export function errorFromFrame(frame: ErrorMessage): ServerError {

@@ -6,7 +6,15 @@
  * generated from `spec/asyncapi.yaml` (`./generated/`); the rest is hand-written.
  */
 
-export { DEFAULT_RECONNECT, type ReconnectPolicy, backoffDelay } from "./backoff.js";
+export {
+  DEFAULT_REFRESH_MARGIN_MS,
+  type TokenProvider,
+  TokenSource,
+  checkedToken,
+  refreshDelay,
+  tokenExpiry,
+} from "./auth.js";
+export { DEFAULT_RECONNECT, type ReconnectPolicy, backoffDelay, rateLimitDelay } from "./backoff.js";
 export {
   type AttachOptions,
   type ClientEvents,
@@ -18,7 +26,7 @@ export {
   type StartOptions,
   type StateChange,
 } from "./client.js";
-export { ClientCore, type CoreSink, type Gap, isRepeatable } from "./core.js";
+export { ClientCore, type CoreSink, type Gap, RATE_LIMIT_RETRIES, isRepeatable } from "./core.js";
 // Explicit, so that the errors named like the Python SDK's (`WorkflowFailed`,
 // `WorkflowCancelled`) win over the message types of the same name, which stay
 // reachable as `messages.WorkflowFailed` and `WorkflowFailedEvent`.
@@ -27,8 +35,10 @@ export {
   ClientClosed,
   CommandInterrupted,
   CommandTimeout,
+  ConnectionForbidden,
   ConnectionLost,
   ConnectionRejected,
+  ConnectionUnauthorized,
   EventTooLarge,
   Forbidden,
   GatewayShutdown,
@@ -43,6 +53,7 @@ export {
   RunFinished,
   RunLost,
   ServerError,
+  TokenExpired,
   TooManyRuns,
   TooManySubscriptions,
   Unauthorized,
@@ -50,6 +61,7 @@ export {
   UnknownWorkflow,
   WorkflowCancelled,
   WorkflowFailed,
+  closeRefusal,
   errorFromFrame,
   workflowFailedError,
 } from "./errors.js";
@@ -63,6 +75,7 @@ export type {
 export { Run, type RunHost } from "./run.js";
 export { type Accepted, type Outcome, RunState, type TerminalEvent, isTerminal } from "./run-state.js";
 export {
+  SUBPROTOCOL,
   type Socket,
   SocketOpenFailed,
   type SocketEvents,

@@ -96,11 +96,16 @@ async function defaultConstructor(): Promise<{ ctor: WebSocketConstructor; heade
   return { ctor: ws.default as unknown as WebSocketConstructor, headers: true };
 }
 
+/** The subprotocol a browser offers beside `bearer.<token>`; the gateway selects it. */
+export const SUBPROTOCOL = "graphwire.v1";
+
 /**
  * The default transport, over `WebSocketClass` or else the host's `WebSocket` or `ws`.
  * The token travels as an `Authorization: Bearer` header where the WebSocket class can
- * send headers (`ws`), else as the `bearer.<token>` subprotocol (browsers cannot set
- * headers on a WebSocket).
+ * send headers (`ws`), else (browsers cannot set headers on a WebSocket) as a pair of
+ * subprotocols, `graphwire.v1` and `bearer.<token>`: the gateway reads the token from the
+ * second and selects the first, and a browser fails an opening whose answer selects none.
+ * Without a token nothing is offered.
  */
 export function webSocketTransport(WebSocketClass?: WebSocketConstructor): Transport {
   return async (url, events, options) => {
@@ -117,7 +122,7 @@ export function webSocketTransport(WebSocketClass?: WebSocketConstructor): Trans
     } else if (chosen.headers) {
       raw = new chosen.ctor(url, [], { headers: { Authorization: `Bearer ${token}` } });
     } else {
-      raw = new chosen.ctor(url, [`bearer.${token}`]);
+      raw = new chosen.ctor(url, [SUBPROTOCOL, `bearer.${token}`]);
     }
     const socket = raw as BrowserStyleSocket;
     let closed: () => void = () => {};

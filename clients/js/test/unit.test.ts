@@ -9,7 +9,9 @@ import { describe, it } from "node:test";
 import {
   ClientCore,
   CommandInterrupted,
+  ConnectionForbidden,
   ConnectionRejected,
+  ConnectionUnauthorized,
   ERROR_CODE_VALUES,
   EventTooLarge,
   type Gap,
@@ -22,11 +24,12 @@ import {
   type ServerEvent,
   ServerError,
   SocketOpenFailed,
-  type SocketEvents,
   type StateChange,
+  TokenExpired,
   TooManyRuns,
   TooManySubscriptions,
   type Transport,
+  Unauthorized,
   UnknownWorkflow,
   type WorkflowCommand,
   WorkflowFailed,
@@ -36,6 +39,8 @@ import {
   retryAfterMs,
   workflowFailedError,
 } from "@graphwire/client";
+
+import { fakeTransport } from "./helpers/fake.js";
 
 const T = "2026-11-25T12:00:00.000000+00:00";
 const WID = "run_1";
@@ -58,13 +63,15 @@ function coreWithSink() {
   const sent: WorkflowCommand[] = [];
   const messages: ServerEvent[] = [];
   const gaps: Gap[] = [];
+  const timers: Array<{ ms: number; task: () => void }> = [];
   const core = new ClientCore({
     send: (frame) => sent.push(frame),
     message: (message) => messages.push(message),
     gap: (gap) => gaps.push(gap),
+    later: (ms, task) => timers.push({ ms, task }),
   });
   core.connected = true;
-  return { core, sent, messages, gaps };
+  return { core, sent, messages, gaps, timers };
 }
 
 /** Lets queued promise callbacks run. */
@@ -342,32 +349,6 @@ describe("ClientCore", () => {
   });
 });
 
-/** A transport whose socket the test drives: it greets at once, records what the client writes. */
-function fakeTransport() {
-  const sent: WorkflowCommand[] = [];
-  const sockets: SocketEvents[] = [];
-  const transport: Transport = async (_url, events) => {
-    sockets.push(events);
-    setImmediate(() =>
-      events.message(
-        JSON.stringify({
-          type: "connected",
-          client_id: `cl_${sockets.length}`,
-          protocol_version: "1",
-          max_message_size: 1024,
-        }),
-      ),
-    );
-    return { send: (text) => sent.push(JSON.parse(text) as WorkflowCommand), close: async () => {} };
-  };
-  return {
-    transport,
-    sent,
-    push: (frame: object) => sockets.at(-1)?.message(JSON.stringify(frame)),
-    drop: (code: number) => sockets.at(-1)?.close(code, "test"),
-  };
-}
-
 describe("GraphwireClient over a fake transport", () => {
   it("validates inbound frames when asked and drops invalid ones", async () => {
     const fake = fakeTransport();
@@ -428,7 +409,7 @@ describe("GraphwireClient over a fake transport", () => {
     await client.close();
   });
 
-  it("treats close 4001 as final: no reconnect, runs fail with ConnectionRejected", async () => {
+  it("treats close 4001 as final: no reconnect, runs fail with Unauthorized", async () => {
     const fake = fakeTransport();
     const client = new GraphwireClient("ws://gateway.test/ws/workflow", { transport: fake.transport });
     const states: StateChange[] = [];
@@ -440,48 +421,68 @@ describe("GraphwireClient over a fake transport", () => {
     const run = await attach;
     const answer = run.respond("req_1", { value: "yes" }, { nodeId: "approve" });
     const ping = client.ping();
-    fake.drop(4001);
+    fake.drop(4001, "bad signature");
     // The answer would be sent again on the next connection; there is none.
-    await assert.rejects(answer, ConnectionRejected);
-    await assert.rejects(ping, (error: unknown) => error instanceof ConnectionRejected && error.closeCode === 4001);
-    await assert.rejects(run.result(), ConnectionRejected);
+    await assert.rejects(answer, Unauthorized);
+    await assert.rejects(
+      ping,
+      (error: unknown) =>
+        error instanceof ConnectionUnauthorized &&
+        error instanceof Unauthorized &&
+        error instanceof ConnectionRejected &&
+        error.closeCode === 4001 &&
+        error.code === "unauthorized" &&
+        error.reason === "bad signature",
+    );
+    await assert.rejects(run.result(), Unauthorized);
     assert.deepEqual(
       states.map((s) => s.newState),
       ["connecting", "connected", "disconnected"],
     );
-    assert.ok(states.at(-1)?.error instanceof ConnectionRejected);
+    assert.ok(states.at(-1)?.error instanceof Unauthorized);
     await client.close();
   });
 
-  it("connect() stops at once on a refusing close code: ConnectionRejected, no retry", async () => {
-    let attempts = 0;
-    const transport: Transport = async (_url, events) => {
-      attempts++;
-      setImmediate(() => events.close(4003, "forbidden origin"));
-      return { send: () => {}, close: async () => {} };
-    };
-    const client = new GraphwireClient("ws://gateway.test/ws/workflow", {
-      transport,
-      reconnect: { maxAttempts: 5, baseDelayMs: 1, maxDelayMs: 1 },
+  const refusals: Array<[number, new (...args: never[]) => Error]> = [
+    [4001, ConnectionUnauthorized],
+    [4003, ConnectionForbidden],
+    [4002, TokenExpired], // with a static token: no fresh one to be had
+    [1008, ConnectionRejected],
+    [1009, ConnectionRejected],
+  ];
+  for (const [code, Refusal] of refusals) {
+    it(`connect() stops at once on close ${code} before the greeting: ${Refusal.name}, no retry`, async () => {
+      let attempts = 0;
+      const transport: Transport = async (_url, events) => {
+        attempts++;
+        setImmediate(() => events.close(code, "refused"));
+        return { send: () => {}, close: async () => {} };
+      };
+      const client = new GraphwireClient("ws://gateway.test/ws/workflow", {
+        transport,
+        token: "a.b.c",
+        reconnect: { maxAttempts: 5, baseDelayMs: 1, maxDelayMs: 1 },
+      });
+      const states: StateChange[] = [];
+      client.on("state", (change) => states.push(change));
+      await assert.rejects(
+        client.connect(),
+        (error: unknown) =>
+          error instanceof ConnectionRejected && error.constructor === Refusal && error.closeCode === code,
+      );
+      await settle();
+      assert.equal(attempts, 1);
+      assert.deepEqual(
+        states.map((s) => [s.newState, s.attempt]),
+        [
+          ["connecting", 0],
+          ["disconnected", 1],
+        ],
+      );
+      assert.ok(states.at(-1)?.error instanceof Refusal);
+      await client.close();
     });
-    const states: StateChange[] = [];
-    client.on("state", (change) => states.push(change));
-    await assert.rejects(
-      client.connect(),
-      (error: unknown) => error instanceof ConnectionRejected && error.closeCode === 4003,
-    );
-    await settle();
-    assert.equal(attempts, 1);
-    assert.deepEqual(
-      states.map((s) => [s.newState, s.attempt]),
-      [
-        ["connecting", 0],
-        ["disconnected", 1],
-      ],
-    );
-    assert.ok(states.at(-1)?.error instanceof ConnectionRejected);
-    await client.close();
-  });
+  }
 
   it("connect() retries a failed first attempt, then resolves with the greeting", async () => {
     const fake = fakeTransport();
@@ -592,7 +593,7 @@ describe("the default transport", () => {
   it("sends the token as a Bearer header with a WebSocket class that takes headers", async () => {
     const calls: unknown[][] = [];
     const client = new GraphwireClient("ws://gateway.test/ws/workflow?x=1", {
-      token: "t0k",
+      token: "h.p.s",
       batch: false,
       WebSocket: recordingWebSocket(calls),
       reconnect: false,
@@ -603,7 +604,7 @@ describe("the default transport", () => {
     );
     assert.equal(client.state, "disconnected");
     assert.deepEqual(calls, [
-      ["ws://gateway.test/ws/workflow?x=1&batch=0", [], { headers: { Authorization: "Bearer t0k" } }],
+      ["ws://gateway.test/ws/workflow?x=1&batch=0", [], { headers: { Authorization: "Bearer h.p.s" } }],
     ]);
     await client.close();
   });

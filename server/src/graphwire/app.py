@@ -8,12 +8,13 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, HTTPException, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, field_validator
@@ -22,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from graphwire import docs_page
 from graphwire._direct import direct_text_writer
 from graphwire._generated.messages import CloseCode, Connected, ErrorCode
+from graphwire.auth import SUBPROTOCOL, Authenticator, Principal, TokenRefused, origin_allowed, presented_token
 from graphwire.connections import Connection, ConnectionManager
 from graphwire.protocol import (
     CHAT_MESSAGES,
@@ -34,6 +36,7 @@ from graphwire.protocol import (
     nests_deeper,
     parse_frame,
 )
+from graphwire.rate_limits import CommandLimits
 from graphwire.registry import WorkflowRegistry
 from graphwire.router import Router
 from graphwire.runs import RunManager
@@ -69,9 +72,10 @@ class Gateway:
     def __init__(self, settings: Settings, registry: WorkflowRegistry) -> None:
         self.settings = settings
         self.registry = registry
+        self.auth = Authenticator(settings)
         self.connections = ConnectionManager(settings.flush_quiet_ms / 1000.0)
         self.runs = RunManager(settings, self.connections.flusher)
-        self.router = Router(registry, self.runs, self.connections)
+        self.router = Router(registry, self.runs, self.connections, self.auth, CommandLimits(settings))
 
     async def serve(self, ws: WebSocket, table: dict[str, type[BaseModel]], send: Send) -> None:
         """Read frames until the client leaves; bad input gets ``error``, never a close.
@@ -87,7 +91,19 @@ class Gateway:
                 PlainTextResponse("too many connections", status_code=503, headers={"Retry-After": "1"})
             )
             return
-        await ws.accept()
+        offered: list[str] = ws.scope.get("subprotocols") or []
+        principal, refusal = self.admit(ws.scope, offered)
+        if principal is not None and table is CHAT_MESSAGES and not principal.may_start("chat"):
+            # All /ws/chat does is start `chat` runs: a token that may not is refused at once.
+            refusal = TokenRefused(CloseCode.forbidden, "/ws/chat needs the scope workflows:start:chat")
+        # A browser that offers subprotocols fails the handshake unless one is selected.
+        await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        if refusal is not None:
+            # Completed, then closed with the reason: a browser cannot read a refused
+            # handshake's status. Nothing else is read or sent on this socket.
+            log.info("refused a connection: %s (%d)", refusal.reason, refusal.code)
+            await ws.close(refusal.code, refusal.reason)
+            return
         # Read from the raw query string: ws.query_params would keep a parsed copy per socket.
         query = parse_qs(ws.scope.get("query_string", b"").decode("latin-1"))
         # Batching is negotiated: only a client that asks (the SDKs do) may get `batch` frames.
@@ -102,6 +118,8 @@ class Gateway:
             shape=chat_frame if table is CHAT_MESSAGES else None,
         )
         self.connections.add(conn)
+        if principal is not None:
+            conn.expire_at(principal)
         conn.enqueue(
             encode(
                 Connected(
@@ -110,6 +128,8 @@ class Gateway:
                     protocol_version=settings.protocol_version,
                     max_message_size=settings.max_message_size,
                     heartbeat_interval=settings.ping_interval,
+                    user=principal.sub if principal is not None else None,
+                    expires_at=datetime.fromtimestamp(principal.expires_at, UTC) if principal is not None else None,
                 )
             )
         )
@@ -134,7 +154,20 @@ class Gateway:
                     break
                 self.connections.total_messages += 1
                 try:
-                    self.router.handle(conn, parse_frame(text, table))
+                    refused: ProtocolError | None = None
+                    try:
+                        message_in: BaseModel | None = parse_frame(text, table)
+                    except ProtocolError as exc:  # junk counts against the limits too
+                        message_in, refused = None, exc
+                    kind = getattr(message_in, "type", "invalid")
+                    reply_to = refused.reply_to if refused is not None else getattr(message_in, "id", None)
+                    if self.router.over_limit(conn, kind, reply_to):
+                        await ws.close(CloseCode.policy_violation, "rate limit exceeded, far and for long")
+                        break
+                    if message_in is None:
+                        assert refused is not None
+                        raise refused
+                    self.router.handle(conn, message_in)
                 except ProtocolError as exc:
                     conn.enqueue(error_frame(exc))
                 except Exception:
@@ -149,6 +182,21 @@ class Gateway:
                 if run is not None:
                     self.runs.detach(conn, run)
             await self.connections.remove(conn)
+
+    def admit(self, scope: Scope, offered: list[str]) -> tuple[Principal | None, TokenRefused | None]:
+        """Who the handshake is from: its Origin, then (with auth on) its token."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        if not origin_allowed(headers.get("origin"), self.settings.origins):
+            return None, TokenRefused(CloseCode.policy_violation, "origin not allowed")
+        if not self.auth.enabled:
+            return None, None
+        token = presented_token(headers, scope.get("query_string", b""), offered)
+        if token is None:
+            return None, TokenRefused(CloseCode.unauthorized, "a token is required")
+        try:
+            return self.auth.verify(token), None
+        except TokenRefused as refused:
+            return None, refused
 
     async def end_runs(self, budget: float) -> None:
         """Shutdown, before any socket closes: end every run in flight, deliver the endings.
@@ -224,6 +272,11 @@ class PublishRequest(BaseModel):
 
 # FastAPI answers a body that is not JSON at all with 400; say so in the OpenAPI document.
 BAD_BODY: dict[int | str, dict[str, Any]] = {400: {"description": "The body is not valid JSON."}}
+OPERATOR: dict[int | str, dict[str, Any]] = {
+    **BAD_BODY,
+    401: {"description": "With auth on: no bearer token, or one that does not verify."},
+    403: {"description": "With auth on: the token's scope lacks `admin`."},
+}
 
 
 class Delivered(BaseModel):
@@ -275,10 +328,47 @@ def create_app(settings: Settings | None = None, registry: WorkflowRegistry | No
             "workflows": registry.names(),
         }
 
-    @app.get("/ws/metrics")
-    async def metrics() -> dict[str, Any]:
-        """The seed's counters: ``active_connections``, ``total_messages``, ``uptime``, ``clients``."""
-        return gateway.connections.metrics()
+    # The OpenAPI document declares the bearer token only when auth is on: with it off, the
+    # operator endpoints are open, and the document must say what the gateway does.
+    operator_security: dict[str, Any] = {"security": [{"bearer": []}]} if gateway.auth.enabled else {}
+
+    def caller(request: docs_page.Request) -> Principal | None:
+        """The verified caller of an operator endpoint (``None`` with auth off); 401 otherwise."""
+        if not gateway.auth.enabled:
+            return None
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        try:
+            return gateway.auth.verify(credentials.strip())
+        except TokenRefused as refused:
+            raise HTTPException(401, refused.reason, headers={"WWW-Authenticate": "Bearer"}) from None
+
+    def admin(request: docs_page.Request) -> None:
+        principal = caller(request)
+        if principal is not None and not principal.may("admin"):
+            raise HTTPException(403, "this needs the scope admin")
+
+    def admin_or_none(request: docs_page.Request) -> bool:
+        """Whether the caller may see client ids: auth off, or an admin token."""
+        if not gateway.auth.enabled:
+            return True
+        try:
+            principal = caller(request)
+        except HTTPException:
+            return False
+        return principal is not None and principal.may("admin")
+
+    @app.get("/ws/metrics", openapi_extra=operator_security)
+    async def metrics(show_clients: bool = Depends(admin_or_none)) -> dict[str, Any]:
+        """The seed's counters: ``active_connections``, ``total_messages``, ``uptime``, ``clients``.
+
+        With auth on, ``clients`` (every client id) is listed for an ``admin`` token only.
+        """
+        counters = gateway.connections.metrics()
+        if not show_clients:
+            del counters["clients"]
+        return counters
 
     @app.get("/asyncapi.yaml", response_class=Response)
     async def asyncapi() -> Response:
@@ -300,14 +390,24 @@ def create_app(settings: Settings | None = None, registry: WorkflowRegistry | No
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
-    @app.post("/api/broadcast", responses=BAD_BODY)
+    @app.post("/api/broadcast", responses=OPERATOR, dependencies=[Depends(admin)], openapi_extra=operator_security)
     async def broadcast(body: BroadcastRequest) -> Delivered:
         """``manager.broadcast_to_group`` over HTTP, for back-ends that alert a group."""
         return Delivered(delivered=gateway.connections.broadcast_to_group(body.group, body.message, body.level))
 
-    @app.post("/api/publish", responses=BAD_BODY)
+    @app.post("/api/publish", responses=OPERATOR, dependencies=[Depends(admin)], openapi_extra=operator_security)
     async def publish(body: PublishRequest) -> Delivered:
         """Publish ``data`` on a topic."""
         return Delivered(delivered=gateway.connections.publish(body.topic, body.data))
 
+    if gateway.auth.enabled:
+        generated = app.openapi
+
+        def openapi_with_bearer() -> dict[str, Any]:
+            schema = generated()
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["bearer"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            return schema
+
+        app.openapi = openapi_with_bearer  # type: ignore[method-assign]
     return app

@@ -13,7 +13,8 @@ import sys
 import uvicorn
 
 from graphwire.app import create_app
-from graphwire.settings import SettingsProblem, load_settings
+from graphwire.auth import Authenticator
+from graphwire.settings import Settings, SettingsProblem, load_settings
 from graphwire.transport import GatewayServer, gateway_protocol
 
 __all__ = ["main"]
@@ -40,6 +41,30 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
+def mint_token(sub: str, scope: str, ttl: float) -> int:
+    try:
+        settings = load_settings()
+        print(Authenticator(settings).mint(sub, scope.split(), ttl))
+    except (SettingsProblem, ValueError) as exc:
+        print(f"graphwire: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def log_access(settings: Settings) -> None:
+    """One line on who may connect: an open gateway should never be a surprise."""
+    log = logging.getLogger("graphwire")
+    origins = "any Origin" if "*" in settings.origins else "Origins " + ", ".join(settings.origins)
+    if settings.auth_jwt_secret is None and settings.auth_jwt_public_key is None:
+        log.warning(
+            "auth is off: anyone who reaches this port may connect, without a token, from %s "
+            "(set GRAPHWIRE_AUTH_JWT_SECRET or GRAPHWIRE_AUTH_JWT_PUBLIC_KEY, and GRAPHWIRE_ORIGINS)",
+            origins,
+        )
+    else:
+        log.info("auth is on: every connection needs a valid token; browsers from %s", origins)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="graphwire", description="graphwire WebSocket gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also register the workflows of this function (called with the registry); repeatable",
     )
     serve.add_argument("--log-level", default="info")
+    token = sub.add_parser("token", help="print a development token signed with GRAPHWIRE_AUTH_JWT_SECRET (HS256)")
+    token.add_argument("--sub", required=True, help="the user (the token's sub)")
+    token.add_argument("--scope", default="", help='space-separated scopes, e.g. "workflows:start runs:read"')
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)")
     args = parser.parse_args(argv)
+    if args.command == "token":
+        return mint_token(args.sub, args.scope, args.ttl)
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workflows", args.workflows)) if v}
     try:
@@ -72,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportError, AttributeError, ValueError) as exc:
         print(f"graphwire: cannot load workflows {settings.workflows}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    log_access(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -20,6 +20,7 @@ from typing import Any
 
 from graphwire import _eager
 from graphwire._generated.messages import CloseCode, ErrorCode, SystemAlert, TopicMessage
+from graphwire.auth import Principal
 from graphwire.protocol import ProtocolError, encode, now
 from graphwire.settings import Settings
 
@@ -152,6 +153,9 @@ class Connection:
     runs: dict[str, int] = field(default_factory=dict)
     connected_at: float = field(default_factory=time.time)
     runs_in_flight: int = 0  # runs this connection started that have not ended
+    # With auth on: the verified token, and the timer that closes the socket at its expiry.
+    principal: Principal | None = None
+    expiry: asyncio.TimerHandle | None = None
     flusher: Flusher | None = None
     # The fast path (see graphwire._direct): True when the frame was written directly.
     write_now: Callable[[str], bool] | None = None
@@ -286,7 +290,25 @@ class Connection:
         """Nothing waits to be written (or the connection is gone)."""
         return self.closed or (self._queue is None and self._writer is None)
 
+    def expire_at(self, principal: Principal) -> None:
+        """Hold ``principal``; at its ``exp`` the socket closes with 4002 unless refreshed."""
+        self.principal = principal
+        if self.expiry is not None:
+            self.expiry.cancel()
+        self.expiry = asyncio.get_running_loop().call_later(max(0.0, principal.expires_at - time.time()), self._expired)
+
+    def _expired(self) -> None:
+        self.expiry = None
+        if not self.closed:
+            self.closed = True
+            asyncio.get_running_loop().create_task(
+                self._close(CloseCode.token_expired, "token expired: get a fresh token, reconnect and resume")
+            )
+
     async def stop(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
         self.closed = True
         writer = self._writer
         if writer is not None:

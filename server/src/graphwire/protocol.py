@@ -68,6 +68,7 @@ class ProtocolError(Exception):
     path: str | None = None
     reply_to: str | None = None
     workflow_id: str | None = None
+    retry_after: float | None = None  # with rate_limited
 
 
 def now() -> datetime:
@@ -109,6 +110,7 @@ def error_frame(err: ProtocolError) -> str:
             path=err.path,
             reply_to=err.reply_to,
             workflow_id=err.workflow_id,
+            retry_after=err.retry_after,
         )
     )
 

@@ -2,6 +2,11 @@
 
 Every refusal is a ``ProtocolError`` that the endpoint turns into an ``error`` frame;
 nothing here closes a socket or touches another client's state.
+
+With auth on, every command is checked against the connection's token: a run belongs to
+the ``sub`` that started it, and others need a scope (``runs:read``, ``runs:answer``,
+``runs:cancel``). A refused caller gets ``forbidden`` whether or not the run exists, so
+a ``workflow_id`` tells nothing to someone who may not see it.
 """
 
 from __future__ import annotations
@@ -18,15 +23,18 @@ from graphwire._generated.messages import (
     NodeInput,
     Ping,
     Pong,
+    RefreshToken,
     StartWorkflow,
     Subscribe,
     Subscribed,
     Unsubscribe,
 )
+from graphwire.auth import Authenticator, TokenRefused
 from graphwire.connections import Connection, ConnectionManager, ensure_room
-from graphwire.protocol import ProtocolError, encode, now
+from graphwire.protocol import ProtocolError, encode, error_frame, now
+from graphwire.rate_limits import ABUSE, CommandLimits
 from graphwire.registry import WorkflowRegistry
-from graphwire.runs import RunManager
+from graphwire.runs import Run, RunManager
 
 __all__ = ["Router"]
 
@@ -34,10 +42,37 @@ __all__ = ["Router"]
 class Router:
     """Applies client commands (the spec's ``receive`` operations)."""
 
-    def __init__(self, registry: WorkflowRegistry, runs: RunManager, connections: ConnectionManager) -> None:
+    def __init__(
+        self,
+        registry: WorkflowRegistry,
+        runs: RunManager,
+        connections: ConnectionManager,
+        auth: Authenticator | None = None,
+        limits: CommandLimits | None = None,
+    ) -> None:
         self.registry = registry
         self.runs = runs
         self.connections = connections
+        self.auth = auth
+        self.limits = limits
+
+    def over_limit(self, conn: Connection, command: str, reply_to: str | None) -> bool:
+        """True: close the connection (1008). Raises ``rate_limited`` for one command too many."""
+        if self.limits is None:
+            return False
+        user = conn.principal.sub if conn.principal is not None else None
+        wait = self.limits.check(conn.client_id, user, command)
+        if wait is None:
+            return False
+        if wait == ABUSE:
+            return True
+        raise ProtocolError(
+            ErrorCode.rate_limited,
+            f"rate limit exceeded: retry in {wait:.2f} s",
+            None,
+            reply_to,
+            retry_after=round(wait, 3),
+        )
 
     def handle(self, conn: Connection, message: BaseModel) -> None:
         if isinstance(message, Ping):
@@ -45,7 +80,7 @@ class Router:
         elif isinstance(message, StartWorkflow):
             self.start_workflow(conn, message)
         elif isinstance(message, NodeInput):
-            run = self.runs.get(message.workflow_id, message.id)
+            run = self._run(conn, message.workflow_id, "runs:answer", message.id)
             self.runs.answer(
                 run, message.node_id, message.request_id, message.data, message.id, message.idempotency_key
             )
@@ -54,15 +89,22 @@ class Router:
             self.subscribe(conn, message)
         elif isinstance(message, Unsubscribe):
             if message.workflow_id is not None:
-                self.runs.detach(conn, self.runs.get(message.workflow_id, message.id))
+                self.runs.detach(conn, self._run(conn, message.workflow_id, "runs:read", message.id))
             for topic in message.topics or ():
                 self.connections.unsubscribe_topic(conn, topic)
             self._ack(conn, message.id, "unsubscribe", message.workflow_id)
         elif isinstance(message, CancelWorkflow):
-            run = self.runs.get(message.workflow_id, message.id)
+            run = self._run(conn, message.workflow_id, "runs:cancel", message.id)
             self.runs.cancel(run, f"cancelled by client {conn.client_id}", message.id)
             self._ack(conn, message.id, "cancel_workflow", run.workflow_id)
         elif isinstance(message, JoinGroup):
+            if conn.principal is not None and not conn.principal.may_with("groups:join", message.group):
+                raise ProtocolError(
+                    ErrorCode.forbidden,
+                    f"joining {message.group!r} needs groups:join:{message.group}",
+                    "group",
+                    message.id,
+                )
             if message.group not in conn.groups:
                 ensure_room(conn, 1, message.id)
             self.connections.join_group(conn, message.group)
@@ -70,10 +112,31 @@ class Router:
         elif isinstance(message, LeaveGroup):
             self.connections.leave_group(conn, message.group)
             self._ack(conn, message.id, "leave_group")
+        elif isinstance(message, RefreshToken):
+            self.refresh_token(conn, message)
         elif isinstance(message, ChatMessage):
             self._start(conn, "chat", {"message": message.content}, message.id, None)
         else:  # pragma: no cover - the parse tables only hold the types above
             raise ProtocolError(ErrorCode.unknown_type, f"unhandled message {type(message).__name__}")
+
+    def _run(self, conn: Connection, workflow_id: str, scope: str, reply_to: str | None) -> Run:
+        """The run, if this connection may act on it with ``scope``; else ``forbidden``.
+
+        Without that scope, an unknown run is refused the same way as another user's.
+        """
+        principal = conn.principal
+        if principal is None or principal.may(scope):
+            return self.runs.get(workflow_id, reply_to)
+        run = self.runs.runs.get(workflow_id)
+        if run is None or run.owner != principal.sub:
+            raise ProtocolError(
+                ErrorCode.forbidden,
+                f"run {workflow_id!r} is not yours, and this needs the scope {scope}",
+                "workflow_id",
+                reply_to,
+                workflow_id,
+            )
+        return run
 
     def start_workflow(self, conn: Connection, message: StartWorkflow) -> None:
         self._start(conn, message.workflow, message.params or {}, message.id, message.idempotency_key)
@@ -81,6 +144,14 @@ class Router:
     def _start(
         self, conn: Connection, workflow: str, params: dict[str, object], reply_to: str | None, key: str | None
     ) -> None:
+        principal = conn.principal
+        if principal is not None and not principal.may_start(workflow):
+            raise ProtocolError(
+                ErrorCode.forbidden,
+                f"starting {workflow!r} needs the scope workflows:start or workflows:start:{workflow}",
+                "workflow",
+                reply_to,
+            )
         definition = self.registry.get(workflow)
         if definition is None:
             known = ", ".join(self.registry.names())
@@ -92,20 +163,58 @@ class Router:
     def subscribe(self, conn: Connection, message: Subscribe) -> None:
         # Naming neither a run nor topics is valid per the spec: the answer lists the
         # connection's current topics and changes nothing.
-        run = self.runs.get(message.workflow_id, message.id) if message.workflow_id is not None else None
-        adding = len(set(message.topics or ()) - conn.topics)
+        run = self._run(conn, message.workflow_id, "runs:read", message.id) if message.workflow_id is not None else None
+        topics = message.topics or []
+        principal = conn.principal
+        if principal is not None:
+            for topic in topics:
+                if not principal.may_with("topics:subscribe", topic):
+                    raise ProtocolError(
+                        ErrorCode.forbidden, f"topic {topic!r} needs topics:subscribe:{topic}", "topics", message.id
+                    )
+        adding = len(set(topics) - conn.topics)
         if run is not None:
             self.runs.check_since(run, message.since_seq or 0, message.id)
             if run.workflow_id not in conn.runs:
                 adding += 1
         # Refused before anything changes: no topic is added when the run part is refused.
         ensure_room(conn, adding, message.id)
-        for topic in message.topics or ():
+        for topic in topics:
             self.connections.subscribe_topic(conn, topic)
         if run is None:
             conn.enqueue(encode(Subscribed(type="subscribed", reply_to=message.id, topics=sorted(conn.topics))))
             return
         self.runs.subscribe(conn, run, message.since_seq or 0, message.id)
+
+    def refresh_token(self, conn: Connection, message: RefreshToken) -> None:
+        """A fresh token for the same ``sub``; then every watched run is checked again."""
+        if self.auth is None or not self.auth.enabled or conn.principal is None:
+            self._ack(conn, message.id, "refresh_token")  # auth is off: nothing to refresh
+            return
+        try:
+            principal = self.auth.verify(message.token)
+        except TokenRefused as refused:  # the old token stays in force until its own exp
+            raise ProtocolError(ErrorCode.unauthorized, refused.reason, "token", message.id) from None
+        if principal.sub != conn.principal.sub:
+            raise ProtocolError(ErrorCode.forbidden, "the fresh token is for another user", "token", message.id)
+        conn.expire_at(principal)
+        self._ack(conn, message.id, "refresh_token")
+        # The new token may grant less: runs it may no longer read stop here.
+        for workflow_id in list(conn.runs):
+            run = self.runs.runs.get(workflow_id)
+            if run is not None and run.owner != principal.sub and not principal.may("runs:read"):
+                self.runs.detach(conn, run)
+                conn.enqueue(
+                    error_frame(
+                        ProtocolError(
+                            ErrorCode.forbidden,
+                            f"the fresh token may not read run {workflow_id!r}; it was unsubscribed",
+                            "workflow_id",
+                            None,
+                            workflow_id,
+                        )
+                    )
+                )
 
     @staticmethod
     def _ack(conn: Connection, reply_to: str | None, command: str, workflow_id: str | None = None) -> None:

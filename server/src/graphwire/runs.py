@@ -94,6 +94,8 @@ class Run:
     flusher: Flusher
     # The connection that started the run: the run counts against its limit while in flight.
     starter: Connection | None = None
+    # With auth on, the `sub` that started the run: it may always watch, answer and cancel it.
+    owner: str | None = None
     status: RunStatus = RunStatus.running
     log: deque[tuple[int, str]] = field(default_factory=deque)
     log_bytes: int = 0
@@ -261,6 +263,7 @@ class RunManager:
         self.runs: dict[str, Run] = {}
         self._idempotency: dict[str, tuple[str, str]] = {}
         self.in_flight = 0  # runs whose task has not ended
+        self.in_flight_by_user: dict[str, int] = {}
 
     def get(self, workflow_id: str, reply_to: str | None = None) -> Run:
         run = self.runs.get(workflow_id)
@@ -293,6 +296,10 @@ class RunManager:
             except ParamsError as exc:
                 path = f"params.{exc.path}"
                 raise ProtocolError(ErrorCode.invalid_params, f"{path}: {exc.message}", path, reply_to) from None
+        owner = starter.principal.sub if starter is not None and starter.principal is not None else None
+        if idempotency_key is not None and owner is not None:
+            # Keys are per user: another user's key must not hand over (or reveal) a run.
+            idempotency_key = f"{owner}\x00{idempotency_key}"
         if idempotency_key is not None:
             fingerprint = _fingerprint(definition.name, validated)
             known = self._idempotency.get(idempotency_key)
@@ -312,8 +319,8 @@ class RunManager:
                         starter.enqueue(self._started_reply(existing, reply_to))
                         self._replay(starter, existing, max(1, starter.runs.get(existing.workflow_id, 0)))
                     return existing
-        self._ensure_room(starter, reply_to)
-        run = Run(f"run_{uuid.uuid4().hex}", definition.name, self.settings, self.flusher, starter)
+        self._ensure_room(starter, owner, reply_to)
+        run = Run(f"run_{uuid.uuid4().hex}", definition.name, self.settings, self.flusher, starter, owner)
         self.runs[run.workflow_id] = run
         if idempotency_key is not None:
             self._idempotency[idempotency_key] = (_fingerprint(definition.name, validated), run.workflow_id)
@@ -324,10 +331,12 @@ class RunManager:
         self.in_flight += 1
         if starter is not None:
             starter.runs_in_flight += 1
+        if owner is not None:
+            self.in_flight_by_user[owner] = self.in_flight_by_user.get(owner, 0) + 1
         run.task = asyncio.get_running_loop().create_task(self._drive(run, definition, validated))
         return run
 
-    def _ensure_room(self, starter: Connection | None, reply_to: str | None) -> None:
+    def _ensure_room(self, starter: Connection | None, owner: str | None, reply_to: str | None) -> None:
         """Refuse a new run over ``max_runs_in_flight``, ``max_runs_per_connection`` or the
         starter's subscription limit (the starter watches what it starts)."""
         settings = self.settings
@@ -335,6 +344,13 @@ class RunManager:
             raise ProtocolError(
                 ErrorCode.too_many_runs,
                 f"the gateway has {self.in_flight} runs in flight, its limit (max_runs_in_flight)",
+                None,
+                reply_to,
+            )
+        if owner is not None and self.in_flight_by_user.get(owner, 0) >= settings.max_runs_per_user:
+            raise ProtocolError(
+                ErrorCode.too_many_runs,
+                f"you have {self.in_flight_by_user[owner]} runs in flight, your limit (max_runs_per_user)",
                 None,
                 reply_to,
             )
@@ -372,6 +388,12 @@ class RunManager:
             if run.starter is not None:
                 run.starter.runs_in_flight -= 1
                 run.starter = None
+            if run.owner is not None:
+                left = self.in_flight_by_user[run.owner] - 1
+                if left:
+                    self.in_flight_by_user[run.owner] = left
+                else:
+                    del self.in_flight_by_user[run.owner]
 
     async def _run_graph(self, run: Run, definition: WorkflowDefinition, params: dict[str, Any]) -> None:
         shared: dict[str, Any] = {"params": params, "workflow_id": run.workflow_id}

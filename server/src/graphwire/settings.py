@@ -13,7 +13,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 __all__ = ["PREFIX", "Settings", "SettingsProblem", "load_settings"]
@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     # Runs in flight that one connection started, and in the whole gateway (too_many_runs).
     max_runs_per_connection: int = Field(default=100, ge=1)
     max_runs_in_flight: int = Field(default=10_000, ge=1)
+    # With auth on, runs in flight one user (`sub`) started, across its connections.
+    max_runs_per_user: int = Field(default=500, ge=1)
     # Runs watched, topics and groups of one connection, together (too_many_subscriptions).
     max_subscriptions_per_connection: int = Field(default=1_000, ge=1)
     # Worker threads for sync nodes (prep/exec/post, retry waits, hooks) of async graphs.
@@ -94,6 +96,26 @@ class Settings(BaseSettings):
     compression: Literal["none", "deflate"] = "none"
     # Extra workflows: "package.module:function", each called with the WorkflowRegistry.
     workflows: list[str] = Field(default_factory=list)
+    # Auth is off until a key is set: an HS256 secret, or a PEM public key (RS256, ES256).
+    # The key pins the algorithm; `aud` and `iss` are checked when these are set.
+    # At least 32 bytes: RFC 7518 §3.2 wants an HS256 key as long as its hash.
+    auth_jwt_secret: SecretStr | None = Field(default=None, min_length=32)
+    auth_jwt_public_key: SecretStr | None = None
+    auth_audience: str | None = None
+    auth_issuer: str | None = None
+    # Browser Origins allowed to connect, exact "scheme://host[:port]"; "*" allows any.
+    # A handshake without an Origin header (not a browser) is always allowed.
+    origins: list[str] = Field(default_factory=lambda: ["*"])
+    # Commands per connection and per user (with auth on), in the `limits` notation,
+    # several separated by ";" (moving windows); one over gets `rate_limited`.
+    rate_limit_per_connection: str = "200/second;3000/minute"
+    rate_limit_per_user: str = "400/second;6000/minute"
+    # Limits for one kind of command, on top of the totals: {"start_workflow": "10/second"}.
+    rate_limit_per_command: dict[str, str] = Field(
+        default_factory=lambda: {"start_workflow": "20/second;300/minute", "refresh_token": "10/minute"}
+    )
+    # A connection refused this many times the per-connection limit within its window is closed with 1008.
+    rate_limit_close_after: float = Field(default=3.0, ge=1.0)
 
 
 class SettingsProblem(ValueError):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -177,15 +178,27 @@ class GatewayProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
 
 
-class _ClientInputIsNotABug(logging.Filter):
-    """uvicorn logs a text message that is not UTF-8 with a traceback; it is the client's
-    mistake, answered with 1007, so it stays one warning line."""
+# A token as uvicorn and websockets would print it: the query parameter, an Authorization
+# header value or a subprotocol offer (at debug level they log every request header).
+_TOKENS = re.compile(r"(?i)([?&]token=|\bbearer[ .])[^&\s\",]*")
+
+
+class _UvicornLogFilter(logging.Filter):
+    """What uvicorn logs about sockets, without secrets and without tracebacks for client input.
+
+    uvicorn's "[accepted]" line carries the path with its query, where a browser may put
+    ``?token=``, and at debug level websockets logs every request header (Authorization,
+    the ``bearer.`` subprotocol): token values are replaced. A text message that is not UTF-8 is the client's
+    mistake, answered with 1007: one warning line, not a traceback.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg == "Invalid UTF-8 sequence received from client.":
             record.exc_info = None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.msg = "a client sent a text message that is not UTF-8; closing with 1007"
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(_TOKENS.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
         return True
 
 
@@ -194,8 +207,8 @@ _UVICORN_ERRORS = logging.getLogger("uvicorn.error")
 
 def gateway_protocol(settings: Settings) -> type[GatewayProtocol]:
     """The protocol class uvicorn builds per connection, with this gateway's timeouts."""
-    if not any(isinstance(f, _ClientInputIsNotABug) for f in _UVICORN_ERRORS.filters):
-        _UVICORN_ERRORS.addFilter(_ClientInputIsNotABug())
+    if not any(isinstance(f, _UvicornLogFilter) for f in _UVICORN_ERRORS.filters):
+        _UVICORN_ERRORS.addFilter(_UvicornLogFilter())
     return type(
         "GatewayProtocol",
         (GatewayProtocol,),

@@ -6,12 +6,15 @@
 
 import {
   type ClientEvents,
+  ConnectionRejected,
+  ConnectionUnauthorized,
   type DataProcessingResult,
   GraphwireClient,
   type JsonObject,
   type Run,
   type RunEvent,
   type StateChange,
+  Unauthorized,
   WorkflowFailed,
 } from "@graphwire/client";
 
@@ -107,4 +110,29 @@ export async function usage(client: GraphwireClient): Promise<void> {
   }
   void [mean, words, counted, events, pong.timestamp, ack.command];
   await client.close();
+}
+
+export async function auth(url: string): Promise<void> {
+  // A token provider, sync or async; or a static token; not both.
+  const client = new GraphwireClient(url, { getToken: async () => "h.p.s", refreshMarginMs: 60_000 });
+  new GraphwireClient(url, { getToken: () => "h.p.s" });
+  new GraphwireClient(url, { token: "h.p.s" });
+  // @ts-expect-error - a provider returns the token itself
+  new GraphwireClient(url, { getToken: async () => ({ token: "h.p.s" }) });
+  client.on("refresh_failed", (error) => void error.message);
+  try {
+    const hello = await client.connect();
+    const user: string | undefined = hello.user;
+    const until: string | undefined = hello.expires_at;
+    await client.commands.refreshToken({ token: "h.p.s" });
+    void [user, until];
+  } catch (error) {
+    if (error instanceof ConnectionUnauthorized) {
+      const why: string = error.reason;
+      const code: number = error.closeCode;
+      void [why, code, error.code satisfies "unauthorized" | string];
+    } else if (error instanceof ConnectionRejected || error instanceof Unauthorized) {
+      void error.message;
+    }
+  }
 }

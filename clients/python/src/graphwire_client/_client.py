@@ -4,6 +4,8 @@ One task keeps the connection: connect, wait for ``connected``, write what the c
 queued (resubscribes first), then read frames into the core until the socket ends; on
 a drop it reconnects after a full-jitter backoff (above the ``Retry-After`` of a refused
 handshake), and gives up after ``ReconnectPolicy.max_attempts`` failed attempts in a row.
+With a ``get_token``, a second task per connection renews the token in band before it
+expires (``_auth.keep_fresh``), and a 4002 close is one more reconnect.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel
 
+from graphwire_client._auth import TokenProvider, call_provider, keep_fresh
 from graphwire_client._backoff import ReconnectPolicy
 from graphwire_client._core import ClientCore, PendingCommand, Received, RunState
 from graphwire_client._generated.commands import Commands
 from graphwire_client._generated.events import SERVER_EVENT_TYPES, EventHandlers, ServerEvent, Unregister
 from graphwire_client._generated.messages import (
+    Ack,
     CloseCode,
     Connected,
+    RefreshToken,
     StartWorkflow,
     Subscribe,
     Subscribed,
@@ -41,12 +46,7 @@ from graphwire_client._state import ConnectionState, StateChange
 from graphwire_client._subscription import Subscription
 from graphwire_client._transport import HandshakeRefused, Socket, Transport, TransportClosed, WebSocketTransport
 from graphwire_client._workflow import ParamsInput
-from graphwire_client.exceptions import (
-    ClientClosed,
-    ConnectionLost,
-    ConnectionRejected,
-    GraphwireError,
-)
+from graphwire_client.exceptions import ClientClosed, ConnectionLost, GraphwireError, close_error
 
 __all__ = ["DEFAULT_URL", "GraphwireClient"]
 
@@ -54,10 +54,20 @@ log = logging.getLogger("graphwire_client")
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws/workflow"
 # Close codes that another attempt cannot fix: bad token, missing scope, origin refused,
-# a frame above the limit (the same frame would be sent again).
+# a frame above the limit (the same frame would be sent again); an expired token too,
+# unless get_token can give a fresh one.
 _NO_RETRY = frozenset(
-    {CloseCode.unauthorized, CloseCode.forbidden, CloseCode.policy_violation, CloseCode.message_too_big}
+    {
+        CloseCode.unauthorized,
+        CloseCode.token_expired,
+        CloseCode.forbidden,
+        CloseCode.policy_violation,
+        CloseCode.message_too_big,
+    }
 )
+# A rate-limited retry waits retry_after plus up to this fraction of it, so that the
+# clients refused together do not come back together.
+_RETRY_JITTER = 0.2
 
 R = TypeVar("R")
 ReplyT = TypeVar("ReplyT", bound=BaseModel)
@@ -79,8 +89,23 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
                 print(event.type, event.seq)
             print(await run.result())
 
-    ``token`` is sent as ``Authorization: Bearer <token>``. ``reconnect`` sets the
-    backoff and how many failed attempts in a row end the client (``ConnectionLost``).
+    ``token`` is sent as ``Authorization: Bearer <token>`` (a header, not the URL, which
+    proxies log). ``get_token`` instead (a function returning the token, or an ``async
+    def``) is called at every connect and reconnect, and before the token expires: from
+    ``connected.expires_at`` the client sends ``refresh_token`` with a fresh one at 80 %
+    of the remaining lifetime or 30 s before expiry, whichever is earlier (never before
+    half of it), so the connection stays open; if that fails it tries again at halving
+    intervals, and a 4002 close (token expired) reconnects with a fresh token and resumes.
+    A static ``token`` is not renewed: a 4002 ends the client with ``TokenExpired``. A
+    4001 (the token is refused) ends it with ``ConnectionUnauthorized``, a 4003 with
+    ``ConnectionForbidden``, without another attempt. ``reconnect`` sets the backoff and
+    how many failed attempts in a row end the client (``ConnectionLost``; a ``get_token``
+    that raises counts as a failed attempt).
+
+    A command refused with ``rate_limited`` goes again after the frame's ``retry_after``
+    when it is safe to repeat (a start or an answer with its ``idempotency_key``,
+    ``subscribe``, ``join_group``, ``leave_group``, ``ping``, ``refresh_token``), up to 3
+    times; then, and for the others at once, the call raises ``RateLimited``.
     Batching is negotiated: by default the client asks for ``batch`` frames (it connects
     with ``?batch=1``, other query parameters kept) and unpacks them; ``batch=False``
     asks for one frame per message (``?batch=0``). The keyword decides: a ``batch`` in
@@ -97,6 +122,7 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         url: str = DEFAULT_URL,
         token: str | None = None,
         *,
+        get_token: TokenProvider | None = None,
         reconnect: ReconnectPolicy | None = None,
         open_timeout: float = 10.0,
         batch: bool = True,
@@ -106,9 +132,11 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
     ) -> None:
         self.url = url
         self._connect_url = _with_query(url, batch="1" if batch else "0")
+        if token is not None and get_token is not None:
+            raise ValueError("pass token= or get_token=, not both")
+        self._token = token
+        self._get_token = get_token
         self._headers = dict(headers or {})
-        if token is not None:
-            self._headers["Authorization"] = f"Bearer {token}"
         self._policy = reconnect or ReconnectPolicy()
         self._open_timeout = open_timeout
         self._transport: Transport = transport or WebSocketTransport()
@@ -128,6 +156,9 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         self._socket: Socket | None = None
         self._send_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._retry_task: asyncio.Task[None] | None = None
+        self._retry_at = 0.0
         self._ready: asyncio.Future[None] | None = None
         self._terminal: GraphwireError | None = None
         self._closed = False
@@ -149,6 +180,12 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         return hello.client_id if hello is not None else None
 
     @property
+    def user(self) -> str | None:
+        """The token's ``sub`` as the server read it (``None`` with auth off, or offline)."""
+        hello = self._core.connected
+        return hello.user if hello is not None else None
+
+    @property
     def server_info(self) -> Connected | None:
         """The current connection's ``connected`` greeting (protocol version, limits)."""
         return self._core.connected
@@ -157,7 +194,9 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         """Connect, retrying per the ``ReconnectPolicy``; returns once the server greeted us.
 
         Raises ``ConnectionLost`` after ``max_attempts`` failed attempts, or
-        ``ConnectionRejected`` when the server refuses the client for good (4001, 4003…).
+        ``ConnectionRejected`` when the server refuses the client for good: its subclasses
+        ``ConnectionUnauthorized`` (4001), ``TokenExpired`` (4002 with a static token) and
+        ``ConnectionForbidden`` (4003), or itself (1008, 1009).
         """
         if self._closed:
             raise ClientClosed("this client was closed; create a new one")
@@ -358,7 +397,11 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         self._emit("*", message)
 
     def _dispatch(self, received: Received) -> None:
+        if received.retry_after is not None:
+            self._retry_later(received.retry_after)
         for pending in received.settled:
+            if isinstance(pending.message, RefreshToken) and pending.reply is not None:
+                self._token = pending.message.token  # in force now: reconnects present it
             future = self._futures.pop(pending.id, None)
             if future is None or future.done():
                 continue
@@ -384,13 +427,17 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
     def _usable(self) -> bool:
         return self._task is not None and not self._closed and self._terminal is None
 
-    async def _request(self, message: BaseModel, reply: type[BaseModel]) -> PendingCommand:
-        """Queue a command, write it when connected, and wait for its answer (across reconnects)."""
+    async def _request(self, message: BaseModel, reply: type[BaseModel], *, internal: bool = False) -> PendingCommand:
+        """Queue a command, write it when connected, and wait for its answer (across reconnects).
+
+        An ``internal`` one belongs to the current connection: a drop forgets it, and whoever
+        awaits it is cancelled with the connection (the token refresher).
+        """
         if self._terminal is not None:
             raise self._terminal
         if self._closed or self._task is None:
             raise ClientClosed("the client is not connected; use `async with GraphwireClient(...)` or connect()")
-        pending = self._core.command(message, reply)
+        pending = self._core.command(message, reply, internal=internal)
         future: asyncio.Future[PendingCommand] = asyncio.get_running_loop().create_future()
         self._futures[pending.id] = future
         try:
@@ -425,6 +472,46 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
                     log.debug("send failed: %s", exc)
                     return
 
+    def _retry_later(self, delay: float) -> None:
+        """Release the commands held after ``rate_limited`` in ``delay`` seconds (or later, if already due later).
+
+        One release for all of them, so they go again in the order they were first sent.
+        """
+        loop = asyncio.get_running_loop()
+        at = loop.time() + delay * (1 + _RETRY_JITTER * self._rand())
+        if self._retry_task is not None:
+            if at <= self._retry_at:
+                return
+            self._retry_task.cancel()
+        self._retry_at = at
+        self._retry_task = asyncio.create_task(
+            self._release_held(at - loop.time()), name=f"graphwire-client retry {self.url}"
+        )
+
+    async def _release_held(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._retry_task = None
+        self._core.release_held()
+        await self._flush()
+
+    # --- the token ---------------------------------------------------------------------
+
+    async def _connect_headers(self) -> dict[str, str]:
+        """The handshake's headers, with the token: a fresh one from ``get_token``, else the static one."""
+        if self._get_token is not None:
+            async with asyncio.timeout(self._open_timeout):
+                token: str | None = await call_provider(self._get_token)
+        else:
+            token = self._token
+        if token is None:
+            return self._headers
+        headers = {k: v for k, v in self._headers.items() if k.lower() != "authorization"}
+        headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    async def _send_refresh(self, token: str) -> None:
+        await self._request(RefreshToken(type="refresh_token", token=token), Ack, internal=True)
+
     # --- the connection task -----------------------------------------------------------
 
     async def _maintain(self) -> None:
@@ -440,11 +527,15 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
             self._set_state(ConnectionState.connecting, failures, error)
             greeted = False
             try:
+                headers = await self._connect_headers()
                 socket = await self._transport.connect(
-                    self._connect_url, headers=self._headers, open_timeout=self._open_timeout
+                    self._connect_url, headers=headers, open_timeout=self._open_timeout
                 )
                 try:
-                    hello = await asyncio.wait_for(self._greeting(socket), self._open_timeout)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel (close())
+                    # that arrives as the greeting does, and the client would never stop.
+                    async with asyncio.timeout(self._open_timeout):
+                        hello = await self._greeting(socket)
                     greeted = True
                     failures = 0
                     self._online(socket, hello)
@@ -455,10 +546,13 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
                     await socket.close()
             except TransportClosed as exc:
                 error = exc
-                if exc.code in _NO_RETRY:
-                    self._give_up(ConnectionRejected(exc.code or 0, exc.reason), exc)
+                if exc.code == CloseCode.token_expired and self._get_token is not None:
+                    log.info("the token expired (4002); reconnecting to %s with a fresh one", self.url)
+                elif exc.code in _NO_RETRY:
+                    self._give_up(close_error(exc.code or 0, exc.reason), exc)
                     return
-                log.info("connection to %s closed: %s", self.url, exc)
+                else:
+                    log.info("connection to %s closed: %s", self.url, exc)
             except Exception as exc:
                 error = exc
                 log.info("connection to %s failed: %r", self.url, exc)
@@ -486,12 +580,21 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
     def _online(self, socket: Socket, hello: Connected) -> None:
         self._socket = socket
         self._core.connection_made(hello)
+        if self._get_token is not None and hello.expires_at is not None:
+            refreshing = keep_fresh(
+                self._get_token, hello.expires_at, self._send_refresh, self._usable, timeout=self._open_timeout
+            )
+            self._refresher = asyncio.create_task(refreshing, name=f"graphwire-client refresh {self.url}")
         self._set_state(ConnectionState.connected)
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
 
     def _offline(self) -> None:
         self._socket = None
+        for task in (self._refresher, self._retry_task):
+            if task is not None:
+                task.cancel()  # both belong to this connection
+        self._refresher = self._retry_task = None
         self._core.connection_lost()
 
     def _give_up(self, error: GraphwireError, cause: BaseException | None) -> None:

@@ -15,7 +15,11 @@ outgoing commands on the wire; the tests drive it directly. It does
   every command that was not answered. Commands are safe to repeat: ``start_workflow``
   and ``node_input`` always carry an ``idempotency_key`` (the gateway answers a repeat
   as it answered the first copy), and a repeated ``cancel_workflow`` whose run has
-  ended meanwhile is counted as done.
+  ended meanwhile is counted as done;
+- **rate limits**: a command refused with ``rate_limited`` was not applied; one that is
+  safe to repeat (``REPEATABLE``) is held and goes again, identical, when the client
+  calls ``release_held()`` after the frame's ``retry_after`` (``Received.retry_after``),
+  at most ``MAX_RATE_LIMIT_RETRIES`` times; then its caller gets ``RateLimited``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from graphwire_client._generated.messages import (
     LeaveGroup,
     NodeInput,
     PendingInput,
+    Ping,
+    RefreshToken,
     RunSnapshot,
     RunStatus,
     StartWorkflow,
@@ -58,7 +64,16 @@ from graphwire_client._generated.messages import (
 )
 from graphwire_client.exceptions import BadRequest, GraphwireError, RunLost, error_from_frame
 
-__all__ = ["TERMINAL_TYPES", "ClientCore", "Delivery", "PendingCommand", "Received", "RunState"]
+__all__ = [
+    "MAX_RATE_LIMIT_RETRIES",
+    "TERMINAL_TYPES",
+    "ClientCore",
+    "Delivery",
+    "PendingCommand",
+    "Received",
+    "RunState",
+    "repeatable",
+]
 
 log = logging.getLogger("graphwire_client")
 
@@ -66,6 +81,10 @@ TERMINAL_TYPES = frozenset({"workflow_completed", "workflow_failed", "workflow_c
 _FINISHED = frozenset({RunStatus.completed, RunStatus.failed, RunStatus.cancelled})
 # Resubscribes in a row that brought no new event before a run is declared lost.
 MAX_RESYNCS = 3
+# Times one command refused with rate_limited goes again before its caller gets RateLimited.
+MAX_RATE_LIMIT_RETRIES = 3
+# Seconds to wait after a rate_limited without a retry_after.
+DEFAULT_RETRY_AFTER = 1.0
 
 TerminalEvent = WorkflowCompleted | WorkflowFailed | WorkflowCancelled
 
@@ -82,7 +101,10 @@ class PendingCommand:
     sent: bool = False
     """On the current connection's wire."""
     attempts: int = 0
-    """How many times it was put on a wire; above 1 it is a repeat after a reconnect."""
+    """How many copies the server may have applied: times put on a wire, less those refused
+    with ``rate_limited``; above 1 it is a repeat after a reconnect."""
+    rate_limited: int = 0
+    """How many times the server refused it with ``rate_limited`` (and it went again)."""
     reply: BaseModel | None = None
     error: GraphwireError | None = None
     caller_key: bool = False
@@ -183,6 +205,19 @@ class RunState:
         return None
 
 
+def repeatable(message: BaseModel) -> bool:
+    """Safe to send again after a ``rate_limited`` refusal (the refused copy was not applied).
+
+    A start or an answer carries its ``idempotency_key`` (the core always sets one), so a
+    copy that lands twice counts once; subscribing, joining, leaving, pinging and
+    presenting a token twice change nothing. ``unsubscribe`` and ``cancel_workflow`` are
+    not repeated: one that landed late could undo what a later command did.
+    """
+    if isinstance(message, StartWorkflow | NodeInput):
+        return message.idempotency_key is not None
+    return isinstance(message, Subscribe | JoinGroup | LeaveGroup | Ping | RefreshToken)
+
+
 @dataclass
 class Delivery:
     """One message handed to the application, after routing."""
@@ -201,6 +236,8 @@ class Received:
     deliveries: list[Delivery] = field(default_factory=list)
     settled: list[PendingCommand] = field(default_factory=list)
     changed: list[RunState] = field(default_factory=list)
+    retry_after: float | None = None
+    """Commands were held after ``rate_limited``: call ``release_held()`` in this many seconds."""
 
     def touch(self, run: RunState) -> None:
         if run not in self.changed:
@@ -219,6 +256,8 @@ class ClientCore:
         self.online = False
         self._pending: dict[str, PendingCommand] = {}
         self._outbox: deque[PendingCommand] = deque()
+        # Refused with rate_limited, waiting for release_held(), in the order they were sent.
+        self._held: list[PendingCommand] = []
         # Every run state still referenced (by a ``Run`` object), finished ones included.
         self._known: weakref.WeakValueDictionary[str, RunState] = weakref.WeakValueDictionary()
         # Runs the server attached the current connection to; it keeps sending them, and
@@ -295,6 +334,13 @@ class ClientCore:
             out.append((pending, frame))
         return out, refused
 
+    def release_held(self) -> None:
+        """Queue the commands held after ``rate_limited`` again, in the order they were first sent."""
+        held, self._held = self._held, []
+        for pending in held:
+            if self._pending.get(pending.id) is pending and not pending.sent:
+                self._outbox.append(pending)
+
     def forget(self, pending: PendingCommand) -> None:
         """Stop waiting for a command's answer (its caller went away)."""
         if self._pending.get(pending.id) is pending:
@@ -340,6 +386,7 @@ class ClientCore:
                 del self._pending[cid]
             pending.sent = False
         self._outbox.clear()
+        self._held.clear()  # the next connection sends what is still pending anyway
         for run in self.runs.values():
             run.resyncing = False
 
@@ -352,6 +399,7 @@ class ClientCore:
                 out.settled.append(pending)
         self._pending.clear()
         self._outbox.clear()
+        self._held.clear()
         for run in self.runs.values():
             if not run.done:
                 run.failure = error
@@ -399,7 +447,7 @@ class ClientCore:
         if isinstance(message, Error):
             if pending is not None:
                 self._settle_error(pending, message, out)
-                if pending.internal or pending.error is None:  # internal, or a repeat that had landed
+                if pending.internal or pending.error is None:  # internal, held, or a repeat that had landed
                     return
             out.deliveries.append(Delivery(message, reply=pending))
             return
@@ -469,6 +517,16 @@ class ClientCore:
 
     def _settle_error(self, pending: PendingCommand, frame: Error, out: Received) -> None:
         message = pending.message
+        retry = frame.code is ErrorCode.rate_limited and repeatable(message)
+        if retry and pending.rate_limited < MAX_RATE_LIMIT_RETRIES:
+            pending.rate_limited += 1
+            pending.attempts -= 1  # this copy was not applied: the next one is no repeat
+            pending.sent = False
+            self._pending[pending.id] = pending
+            self._held.append(pending)
+            wait = frame.retry_after if frame.retry_after is not None else DEFAULT_RETRY_AFTER
+            out.retry_after = max(out.retry_after or 0.0, wait)
+            return
         if pending.attempts > 1 and isinstance(message, CancelWorkflow) and frame.code is ErrorCode.run_finished:
             # The first copy may have ended the run; either way the run is over, as asked.
             wid = message.workflow_id
@@ -480,13 +538,21 @@ class ClientCore:
             # Our since_seq is the last seq we saw: a log behind it lost events we have.
             ErrorCode.since_seq_ahead: "the server's log of run {} ends before the events this client saw",
         }.get(frame.code)
-        if isinstance(message, Subscribe) and message.workflow_id is not None and lost is not None:
-            run = self.runs.pop(message.workflow_id, None)
-            if run is not None and not run.done:
-                run.failure = RunLost(run.workflow_id, lost.format(run.workflow_id))
-                out.touch(run)
         pending.error = error_from_frame(frame)
         out.settled.append(pending)
+        if not isinstance(message, Subscribe) or message.workflow_id is None:
+            return
+        run = self.runs.get(message.workflow_id)
+        if run is None:
+            return
+        if lost is not None or pending.internal or run.attach_id == pending.id:
+            # The run cannot be followed: the server forgot it, or refused this client the
+            # attach or the resume (forbidden, too_many_subscriptions …). Hanging on would
+            # only ask again after every reconnect.
+            del self.runs[message.workflow_id]
+            if not run.done:
+                run.failure = RunLost(run.workflow_id, lost.format(run.workflow_id)) if lost else pending.error
+                out.touch(run)
 
     def _internal(self, message: BaseModel, reply_type: type[BaseModel]) -> PendingCommand:
         return self.command(message, reply_type, internal=True)

@@ -14,7 +14,8 @@ Exit codes (``EXIT_*``), for scripts:
 2     usage error, or the server refused the command (unknown workflow or run,
       invalid params)
 3     the run was cancelled (``workflow_cancelled``)
-4     the connection was lost for good (reconnecting gave up) or refused (4001…)
+4     the connection was lost for good (reconnecting gave up) or refused (4001…),
+      or the token expired (4002)
 130   interrupted (Ctrl-C); ``run`` cancels its run first
 ====  ==========================================================================
 """

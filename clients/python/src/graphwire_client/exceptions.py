@@ -3,6 +3,9 @@
     GraphwireError
     ├── ConnectionLost          gave up reconnecting after ReconnectPolicy.max_attempts (terminal)
     ├── ConnectionRejected      the server closed with a code that forbids retrying (terminal)
+    │   ├── ConnectionUnauthorized  4001: the token is missing, malformed or forged (also an ``Unauthorized``)
+    │   ├── TokenExpired            4002 with no ``get_token`` to fetch a fresh one (also an ``Unauthorized``)
+    │   └── ConnectionForbidden     4003: the token may not connect (also a ``Forbidden``)
     ├── ClientClosed            the client was closed while the call waited, or before it
     ├── ServerError             an ``error`` frame answered a command (``code``, ``retry_after`` …)
     │   ├── BadRequest              invalid_json, binary_not_supported, not_an_object,
@@ -28,6 +31,10 @@
         ├── WorkflowCancelled       ``workflow_cancelled``
         └── RunLost                 the run can no longer be followed (the server forgot it)
 
+The three close errors are also the ``ServerError`` of their meaning, so ``except Unauthorized``
+catches a refused token whether the server said so in an ``error`` frame (a ``refresh_token``
+whose token does not verify; the connection stays usable) or by closing the connection.
+
 ``ServerError`` subclasses are picked by the spec's ``ErrorCode`` (``components.schemas.ErrorCode``);
 ``error_from_frame`` does the mapping; ``workflow_failed_error`` picks the ``WorkflowFailed`` subclass
 of a ``workflow_failed`` event's ``error.code``.
@@ -40,8 +47,10 @@ from graphwire_client._generated.messages import CloseCode, Error, ErrorCode, Er
 __all__ = [
     "BadRequest",
     "ClientClosed",
+    "ConnectionForbidden",
     "ConnectionLost",
     "ConnectionRejected",
+    "ConnectionUnauthorized",
     "EventTooLarge",
     "Forbidden",
     "GatewayShutdown",
@@ -55,6 +64,7 @@ __all__ = [
     "RunFinished",
     "RunLost",
     "ServerError",
+    "TokenExpired",
     "TooManyRuns",
     "TooManySubscriptions",
     "Unauthorized",
@@ -62,6 +72,7 @@ __all__ = [
     "UnknownWorkflow",
     "WorkflowCancelled",
     "WorkflowFailed",
+    "close_error",
     "error_from_frame",
     "workflow_failed_error",
 ]
@@ -86,9 +97,11 @@ class ConnectionLost(GraphwireError):
 class ConnectionRejected(GraphwireError):
     """The server closed the socket with a code that retrying cannot fix.
 
-    ``close_code`` is one of the spec's ``CloseCode``: 4001 unauthorized, 4003 forbidden,
-    1008 origin not allowed, 1009 a frame above ``max_message_size``. Terminal, like
-    ``ConnectionLost``.
+    ``close_code`` is one of the spec's ``CloseCode``: 4001 unauthorized, 4002 token
+    expired (only without a ``get_token``), 4003 forbidden, 1008 policy violation (origin
+    not allowed, or sustained abuse of the rate limits), 1009 a frame above
+    ``max_message_size``. Terminal, like ``ConnectionLost``. ``close_error`` picks the
+    subclass of a code.
     """
 
     def __init__(self, close_code: int, reason: str = "") -> None:
@@ -97,7 +110,8 @@ class ConnectionRejected(GraphwireError):
         except ValueError:
             name = "unknown"
         detail = f": {reason}" if reason else ""
-        super().__init__(f"the server closed the connection with {close_code} ({name}){detail}")
+        # Not super(): in the subclasses below the next class in the MRO is a ServerError.
+        GraphwireError.__init__(self, f"the server closed the connection with {close_code} ({name}){detail}")
         self.close_code = close_code
         self.reason = reason
 
@@ -191,15 +205,68 @@ class TooManySubscriptions(ServerError):
 
 
 class Unauthorized(ServerError):
-    """The token is missing or invalid."""
+    """The gateway does not accept the token (missing, malformed, forged, signed with another key).
+
+    As an ``error`` frame it answers a ``refresh_token`` whose token does not verify (the
+    old token stays in force). As ``ConnectionUnauthorized`` (4001) or ``TokenExpired``
+    (4002) the server closed the connection and the client is done.
+    """
 
 
 class Forbidden(ServerError):
-    """The token lacks the scope for this command."""
+    """The token may not do this: it lacks the scope, or the run belongs to another user.
+
+    The ``error`` frame leaves the connection usable (the answer is the same whether or
+    not the run exists); ``ConnectionForbidden`` (4003) ends the client.
+    """
 
 
 class InternalServerError(ServerError):
     """A bug on the server; the command may be retried."""
+
+
+class ConnectionUnauthorized(ConnectionRejected, Unauthorized):
+    """The server closed with 4001: the token is missing, malformed or forged.
+
+    Terminal and not retried, not even with a ``get_token``: the same refusal would come back.
+    """
+
+    def __init__(self, close_code: int = CloseCode.unauthorized, reason: str = "") -> None:
+        ServerError.__init__(self, ErrorCode.unauthorized, reason or "the server refused the token")
+        ConnectionRejected.__init__(self, close_code, reason)
+
+
+class TokenExpired(ConnectionRejected, Unauthorized):
+    """The server closed with 4002 (the token expired) and the client has no ``get_token``.
+
+    A static ``token=`` cannot be renewed: create a client with a fresh token (runs can be
+    followed again with ``attach(workflow_id, since_seq=run.last_seq)``), or pass
+    ``get_token=`` so the client refreshes before expiry and reconnects after a 4002.
+    """
+
+    def __init__(self, close_code: int = CloseCode.token_expired, reason: str = "") -> None:
+        ServerError.__init__(self, ErrorCode.unauthorized, reason or "the token expired")
+        ConnectionRejected.__init__(self, close_code, reason)
+
+
+class ConnectionForbidden(ConnectionRejected, Forbidden):
+    """The server closed with 4003: the token is valid but may not connect. Terminal."""
+
+    def __init__(self, close_code: int = CloseCode.forbidden, reason: str = "") -> None:
+        ServerError.__init__(self, ErrorCode.forbidden, reason or "the token may not connect")
+        ConnectionRejected.__init__(self, close_code, reason)
+
+
+_CLOSE_ERRORS: dict[int, type[ConnectionRejected]] = {
+    CloseCode.unauthorized: ConnectionUnauthorized,
+    CloseCode.token_expired: TokenExpired,
+    CloseCode.forbidden: ConnectionForbidden,
+}
+
+
+def close_error(close_code: int, reason: str = "") -> ConnectionRejected:
+    """The terminal exception for a close code: the ``ConnectionRejected`` subclass of ``close_code``."""
+    return _CLOSE_ERRORS.get(close_code, ConnectionRejected)(close_code, reason)
 
 
 _BY_CODE: dict[ErrorCode, type[ServerError]] = {
