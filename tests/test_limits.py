@@ -13,6 +13,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
+from graphwire.settings import Settings
 from harness import Client, Server, assert_gap_free, connect, start_server, stop_server
 from hostile import StalledPeer, open_sockets, rss_bytes, wait_for
 
@@ -349,3 +350,36 @@ async def test_one_request_cannot_grow_the_process_past_its_limits(server: Serve
     # What stays is one run's log (run_log_max_bytes, 8 MiB) plus allocator slack.
     assert grown < 64 * 1_048_576, f"the process grew by {grown / 1_048_576:.0f} MiB"
     await client.close()
+
+
+async def test_a_thousand_starts_at_the_default_rate_limits_end_with_a_close_frame(tmp_path: Path) -> None:
+    # The harness gives its gateways roomy rate limits; this one has the defaults.
+    env = {
+        "GRAPHWIRE_RATE_LIMIT_PER_CONNECTION": Settings().rate_limit_per_connection,
+        "GRAPHWIRE_RATE_LIMIT_PER_USER": Settings().rate_limit_per_user,
+        "GRAPHWIRE_RATE_LIMIT_PER_COMMAND": json.dumps(Settings().rate_limit_per_command),
+    }
+    server = start_server(tmp_path, env=env)
+    try:
+        client = await connect(server.ws())
+        start = {"type": "start_workflow", "workflow": "approval", "params": {"message": "?"}}
+        for i in range(1000):
+            await client.send({**start, "id": f"s{i}"})
+        answers: list[str] = []
+
+        async def read_all() -> None:
+            while True:
+                message = await client.recv(30)
+                if str(message.get("reply_to", "")).startswith("s"):
+                    answers.append(message.get("code", message["type"]))
+
+        with pytest.raises(ConnectionClosed) as closed:
+            await read_all()
+        # A flood far past the limit is closed, with a close frame that says why; what was
+        # answered before it was answered in order: starts first, then refusals.
+        assert closed.value.rcvd is not None, "dropped without a close frame"
+        assert closed.value.rcvd.code == 1008
+        assert set(answers) == {"workflow_started", "rate_limited"}
+        assert answers.count("workflow_started") == 20
+    finally:
+        stop_server(server)

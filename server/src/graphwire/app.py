@@ -336,11 +336,11 @@ def create_app(settings: Settings | None = None, registry: WorkflowRegistry | No
         """The verified caller of an operator endpoint (``None`` with auth off); 401 otherwise."""
         if not gateway.auth.enabled:
             return None
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
+        token = presented_token(request.headers, b"", ())  # the Authorization header only
+        if token is None:
             raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
         try:
-            return gateway.auth.verify(credentials.strip())
+            return gateway.auth.verify(token)
         except TokenRefused as refused:
             raise HTTPException(401, refused.reason, headers={"WWW-Authenticate": "Bearer"}) from None
 
