@@ -92,10 +92,7 @@ class Gateway:
             )
             return
         offered: list[str] = ws.scope.get("subprotocols") or []
-        principal, refusal = self.admit(ws.scope, offered)
-        if principal is not None and table is CHAT_MESSAGES and not principal.may_start("chat"):
-            # All /ws/chat does is start `chat` runs: a token that may not is refused at once.
-            refusal = TokenRefused(CloseCode.forbidden, "/ws/chat needs the scope workflows:start:chat")
+        principal, refusal = self.admit(ws.scope, offered, chat=table is CHAT_MESSAGES)
         # A browser that offers subprotocols fails the handshake unless one is selected.
         await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         if refusal is not None:
@@ -154,20 +151,20 @@ class Gateway:
                     break
                 self.connections.total_messages += 1
                 try:
-                    refused: ProtocolError | None = None
                     try:
-                        message_in: BaseModel | None = parse_frame(text, table)
+                        parsed: BaseModel | ProtocolError = parse_frame(text, table)
                     except ProtocolError as exc:  # junk counts against the limits too
-                        message_in, refused = None, exc
-                    kind = getattr(message_in, "type", "invalid")
-                    reply_to = refused.reply_to if refused is not None else getattr(message_in, "id", None)
+                        parsed = exc
+                    if isinstance(parsed, ProtocolError):
+                        kind, reply_to = "invalid", parsed.reply_to
+                    else:
+                        kind, reply_to = getattr(parsed, "type", "invalid"), getattr(parsed, "id", None)
                     if self.router.over_limit(conn, kind, reply_to):
                         await ws.close(CloseCode.policy_violation, "rate limit exceeded, far and for long")
                         break
-                    if message_in is None:
-                        assert refused is not None
-                        raise refused
-                    self.router.handle(conn, message_in)
+                    if isinstance(parsed, ProtocolError):
+                        raise parsed
+                    self.router.handle(conn, parsed)
                 except ProtocolError as exc:
                     conn.enqueue(error_frame(exc))
                 except Exception:
@@ -183,8 +180,15 @@ class Gateway:
                     self.runs.detach(conn, run)
             await self.connections.remove(conn)
 
-    def admit(self, scope: Scope, offered: list[str]) -> tuple[Principal | None, TokenRefused | None]:
+    def admit(self, scope: Scope, offered: list[str], chat: bool) -> tuple[Principal | None, TokenRefused | None]:
         """Who the handshake is from: its Origin, then (with auth on) its token."""
+        principal, refusal = self._identify(scope, offered)
+        if principal is not None and chat and not principal.may_start("chat"):
+            # All /ws/chat does is start `chat` runs: a token that may not is refused at once.
+            return None, TokenRefused(CloseCode.forbidden, "/ws/chat needs the scope workflows:start:chat")
+        return principal, refusal
+
+    def _identify(self, scope: Scope, offered: list[str]) -> tuple[Principal | None, TokenRefused | None]:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         if not origin_allowed(headers.get("origin"), self.settings.origins):
             return None, TokenRefused(CloseCode.policy_violation, "origin not allowed")
