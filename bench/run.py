@@ -188,6 +188,18 @@ def fanout(
     return result
 
 
+def taking_turns(
+    reps: int, k: int, measure: Callable[[int], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``reps`` runs without (``measure(0)``) and with ``k`` (``measure(k)``), taking turns,
+    who goes first swapping every repetition: drift of the machine falls on both alike."""
+    runs: dict[int, list[dict[str, Any]]] = {0: [], k: []}
+    for rep in range(reps):
+        for each in (0, k) if rep % 2 == 0 else (k, 0):
+            runs[each].append(measure(each))
+    return runs[0], runs[k]
+
+
 def on_fresh_server(kind: ServerKind, measure: Callable[[Server], T], env: Mapping[str, str] | None = None) -> T:
     """Start a server of ``kind`` (``env``: extra environment variables), measure it, stop it."""
     server = Server(kind, env)
@@ -448,40 +460,34 @@ def main() -> int:
     # socket that does not read), so only graphwire runs this, against itself without it.
     graphwire = next(kind for kind in kinds if kind.name == "graphwire")
     for stall in stall_plan:
-        by_stalled: dict[int, list[dict[str, Any]]] = {0: [], stall.stalled: []}
-        for rep in range(reps):
-            # The two take turns, and swap who goes first every repetition.
-            for k in (0, stall.stalled) if rep % 2 == 0 else (stall.stalled, 0):
-                measure = functools.partial(
-                    fanout,
-                    n=stall.n,
-                    count=stall.count,
-                    interval_ms=stall.interval_ms,
-                    payload=stall.payload,
-                    stalled=k,
-                )
-                by_stalled[k].append(on_fresh_server(graphwire, measure, env=STALL_ENV))
-        row = stall_row(stall, by_stalled[0], by_stalled[stall.stalled])
+
+        def stalled_run(k: int, stall: StallScenario = stall) -> dict[str, Any]:
+            measure = functools.partial(
+                fanout, n=stall.n, count=stall.count, interval_ms=stall.interval_ms, payload=stall.payload, stalled=k
+            )
+            return on_fresh_server(graphwire, measure, env=STALL_ENV)
+
+        row = stall_row(stall, *taking_turns(reps, stall.stalled, stalled_run))
         results["stalled"].append(row)
         print(json.dumps(row), flush=True)
         print(stall_summary(row), flush=True)
     # The raw server has no rate limits (it answers every ping, however many), so only
     # graphwire runs this too, against itself without the flooder.
     for flood in flood_plan:
-        by_flooders: dict[int, list[dict[str, Any]]] = {0: [], flood.flooders: []}
-        for rep in range(reps):
-            for k in (0, flood.flooders) if rep % 2 == 0 else (flood.flooders, 0):
-                measure = functools.partial(
-                    fanout,
-                    n=flood.n,
-                    count=flood.count,
-                    interval_ms=flood.interval_ms,
-                    payload=args.payload_bytes,
-                    flooders=k,
-                    flood_reconnect=flood.reconnect,
-                )
-                by_flooders[k].append(on_fresh_server(graphwire, measure))
-        row = flood_row(flood, args.payload_bytes, by_flooders[0], by_flooders[flood.flooders])
+
+        def flooded_run(k: int, flood: FloodScenario = flood) -> dict[str, Any]:
+            measure = functools.partial(
+                fanout,
+                n=flood.n,
+                count=flood.count,
+                interval_ms=flood.interval_ms,
+                payload=args.payload_bytes,
+                flooders=k,
+                flood_reconnect=flood.reconnect,
+            )
+            return on_fresh_server(graphwire, measure)
+
+        row = flood_row(flood, args.payload_bytes, *taking_turns(reps, flood.flooders, flooded_run))
         results["flood"].append(row)
         print(json.dumps(row), flush=True)
         print(flood_summary(row), flush=True)
