@@ -121,6 +121,27 @@ async def test_json_mode_reads_answers_from_stdin(server: Server) -> None:
     assert json.loads(out.splitlines()[-1])["data"] == {"approved": False, "answer": "no"}
 
 
+async def test_run_and_watch_print_input_closed(server: Server) -> None:
+    process = await spawn(server.ws(), "--json", "run", "second_chance", "--params", '{"timeout": 0.2}')
+    assert process.stdin is not None
+    assert process.stdout is not None
+    # Nobody types for the first question: it closes, and the CLI asks the next one.
+    shown = await read_until(process.stdout, '"node_id":"again"')
+    process.stdin.write(b'{"value": "ok"}\n')
+    await process.stdin.drain()
+    out, err = await asyncio.wait_for(process.communicate(), 15)
+    assert process.returncode == EXIT_COMPLETED, err.decode()
+    events = [json.loads(line) for line in (shown + out.decode()).splitlines()]
+    (closed,) = [e for e in events if e["type"] == "input_closed"]
+    assert (closed["node_id"], closed["reason"]) == ("first", "timeout")
+    note = f"input request {closed['request_id']} of first was closed unanswered (timeout)"
+    assert note in err.decode()
+    assert events[-1]["type"] == "workflow_completed"
+    watched_code, watched, _ = await run_cli(server.ws(), "watch", events[0]["workflow_id"])
+    assert watched_code == EXIT_COMPLETED
+    assert note in watched
+
+
 async def test_exit_codes(server: Server) -> None:
     url = server.ws()
     nowhere = f"ws://127.0.0.1:{free_port()}/ws/workflow"
@@ -135,6 +156,7 @@ async def test_exit_codes(server: Server) -> None:
     codes = [code for code, _, _ in results]
     assert codes == [EXIT_FAILED, EXIT_USAGE, EXIT_USAGE, EXIT_USAGE, EXIT_USAGE, EXIT_CONNECTION_LOST], results
     assert "input_timeout" in results[0][1]
+    assert "was closed unanswered (timeout)" in results[0][1]
     assert "params.data" in results[2][2]
     assert "unknown_workflow" in results[3][2]
     assert "could not connect" in results[5][2]

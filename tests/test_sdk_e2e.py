@@ -13,6 +13,7 @@ from graphwire_client import (
     BadRequest,
     ConnectionState,
     GraphwireClient,
+    InputClosed,
     InputRejected,
     InvalidParams,
     Run,
@@ -32,7 +33,11 @@ from graphwire_client.messages import (
     ErrorCode,
     InputRequest,
     RunEvent,
+    RunStatus,
     Token,
+)
+from graphwire_client.messages import (
+    InputClosed as InputClosedEvent,
 )
 from harness import Server
 
@@ -149,6 +154,39 @@ async def test_approval_answered_with_respond(server: Server) -> None:
         assert result == ApprovalResult(approved=True, answer="yes")
         assert run.pending_inputs == []
         assert [e.type for e in run.events].count("input_answered") == 1
+
+
+@pytest.mark.parametrize(("wait", "reason"), [(True, "timeout"), (False, "node_finished")])
+async def test_input_closed_drops_the_request_and_a_late_respond_fails_typed(
+    server: Server, wait: bool, reason: str
+) -> None:
+    async with GraphwireClient(server.ws()) as starter, GraphwireClient(server.ws()) as watcher:
+        run = await starter.start_workflow("second_chance", {"timeout": 0.3, "wait": wait})
+        first = await anext(e async for e in run if isinstance(e, InputRequest))
+        watched = await watcher.attach(run.workflow_id)
+        event = await anext(e async for e in run if isinstance(e, InputClosedEvent))
+        assert (event.request_id, event.node_id, event.reason.value) == (first.request_id, "first", reason)
+        # (The next request may be in already: the status is checked once it is.)
+        assert first.request_id not in [p.request_id for p in run.pending_inputs]
+        with pytest.raises(InputClosed) as late:
+            await run.respond(first.request_id, "yes")
+        assert late.value.reason.value == reason
+        again = await anext(e async for e in run if isinstance(e, InputRequest) and e.node_id == "again")
+        assert [p.request_id for p in run.pending_inputs] == [again.request_id]
+        assert run.status is RunStatus.waiting
+        # The watcher saw the same close; without it, the server refuses the answer.
+        await anext(e async for e in watched if isinstance(e, InputRequest) and e.node_id == "again")
+        assert [p.request_id for p in watched.pending_inputs] == [again.request_id]
+        with pytest.raises(InputRejected) as refused:
+            await watcher.commands.node_input(run.workflow_id, "first", {"value": "yes"}, request_id=first.request_id)
+        assert refused.value.code is ErrorCode.unknown_request
+        await watched.respond(again.request_id, "ok")
+        mine, theirs = await asyncio.gather(collect(run), collect(watched))
+        assert_complete(mine)
+        assert wire(mine) == wire(theirs)
+        assert [e.type for e in mine].count("input_closed") == 1
+        await run.result()
+        assert run.pending_inputs == []
 
 
 async def test_two_clients_watch_one_run_and_the_watcher_answers(server: Server) -> None:

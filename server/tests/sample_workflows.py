@@ -1,4 +1,5 @@
-"""Workflows that only the tests register: a node that raises, a slow ticker, a picky one."""
+"""Workflows that only the tests register: a node that raises, a slow ticker, a picky one, and
+one whose first input request is closed unanswered (``second_chance``)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,35 @@ class BlockingSleep(Node[float, float]):
         return None
 
 
+class SecondChanceParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeout: float = Field(default=0.3, gt=0, le=30)
+    wait: bool = True
+
+
+class AskOnce(WebSocketNode[dict[str, Any], Any]):
+    """Announces ``first`` and waits ``timeout`` s on it, or (``wait: false``) ends without waiting."""
+
+    async def exec_async(self, prep_res: dict[str, Any]) -> Any:
+        await self.send_update("approval_request", {"message": "First?", "options": ["yes", "no"]})
+        if prep_res["wait"]:
+            return await self.wait_for_input(timeout=float(prep_res["timeout"]))
+        return None
+
+
+class AskAgain(WebSocketNode[Any, Any]):
+    """A second question that keeps the run going after the first one was closed."""
+
+    async def exec_async(self, prep_res: Any) -> Any:
+        return await self.wait_for_input("Again?", options=["ok"], timeout=30)
+
+
+def second_chance() -> AsyncGraph:
+    first = AskOnce(node_id="first")
+    first >> AskAgain(node_id="again")
+    return AsyncGraph(first)
+
+
 def register(registry: WorkflowRegistry) -> None:
     registry.register("boom", lambda: AsyncGraph(Boom(node_id="boom")), params=BoomParams, result=Empty)
     registry.register("tick", lambda: AsyncGraph(Tick(node_id="tick")), params=TickParams, result=Empty)
@@ -82,6 +112,7 @@ def register(registry: WorkflowRegistry) -> None:
     registry.register(
         "even_tick", lambda: AsyncGraph(Tick(node_id="tick")), params=TickParams, result=Empty, check=even_count
     )
+    registry.register("second_chance", second_chance, params=SecondChanceParams, result=Empty)
 
 
 def even_count(params: dict[str, Any]) -> None:

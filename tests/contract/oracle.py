@@ -3,8 +3,9 @@
 ``RunView`` follows the messages one connection receives, in order, and fails on the
 first one that breaks a delivery promise of the spec: an event of a run the client
 neither started nor subscribed to, a ``seq`` that skips or repeats, a second terminal
-event, an ``input_request`` answered twice, a ``workflow_completed`` whose ``result``
-breaks its workflow's result schema (``x-graphwire-workflows``).
+event, an ``input_request`` answered twice, closed twice, or both answered and closed
+unanswered (``input_closed``), a ``workflow_completed`` whose ``result`` breaks its
+workflow's result schema (``x-graphwire-workflows``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class RunView:
     workflow: dict[str, str] = field(default_factory=dict)  # run → workflow name
     terminal: dict[str, dict[str, Any]] = field(default_factory=dict)  # run → its terminal event
     answered: dict[str, int] = field(default_factory=dict)  # request_id → seq of its input_answered
+    closed: dict[str, int] = field(default_factory=dict)  # request_id → seq of its input_closed
     requests: dict[str, tuple[str, str, list[str] | None]] = field(default_factory=dict)  # id → run, node, options
     # Start commands sent and not yet answered: the answer to one without an `id` is a
     # `workflow_started` without `reply_to`, told from an event only by this count.
@@ -84,6 +86,11 @@ class RunView:
             # A replay after a fresh subscribe repeats the same event (same seq); a second answer would not.
             rid = message["request_id"]
             assert self.answered.setdefault(rid, message["seq"]) == message["seq"], f"{rid} answered twice: {message}"
+            assert rid not in self.closed, f"{rid} answered after it was closed unanswered: {message}"
+        elif kind == "input_closed":
+            rid = message["request_id"]
+            assert self.closed.setdefault(rid, message["seq"]) == message["seq"], f"{rid} closed twice: {message}"
+            assert rid not in self.answered, f"{rid} closed unanswered after it was answered: {message}"
         elif kind in TERMINAL:
             first = self.terminal.setdefault(wid, message)
             assert first["seq"] == message["seq"], f"run {wid}: a second terminal event {message} after {first}"

@@ -64,6 +64,30 @@ def test_a_start_without_id_is_told_from_an_event_by_the_count_of_starts() -> No
             ],
             "answered twice",
         ),
+        (
+            [
+                started(reply_to="c"),
+                event("input_closed", 2, node_id="n", request_id="q", reason="timeout"),
+                event("input_closed", 3, node_id="n", request_id="q", reason="timeout"),
+            ],
+            "closed twice",
+        ),
+        (
+            [
+                started(reply_to="c"),
+                event("input_answered", 2, node_id="n", request_id="q", data={}),
+                event("input_closed", 3, node_id="n", request_id="q", reason="node_finished"),
+            ],
+            "closed unanswered after it was answered",
+        ),
+        (
+            [
+                started(reply_to="c"),
+                event("input_closed", 2, node_id="n", request_id="q", reason="timeout"),
+                event("input_answered", 3, node_id="n", request_id="q", data={}),
+            ],
+            "answered after it was closed",
+        ),
     ],
 )
 def test_broken_promises_fail_at_once(messages: list[dict[str, Any]], error: str) -> None:

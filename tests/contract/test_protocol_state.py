@@ -8,8 +8,10 @@ cancel, drop the socket (cleanly or not) and reconnect to resume. Every message 
 socket receives goes through its ``RunView``, which fails at once on an event of a run
 the client neither started nor subscribed to, a ``seq`` that skips or repeats within
 what the client asked for (across a disconnect and a ``subscribe {since_seq}`` resume
-too), a second terminal event, or a request answered twice. The rules check the answers
-the spec promises (a second answer to a request gets ``input_already_answered``). At the
+too), a second terminal event, or a request answered twice (or answered and closed). The
+rules check the answers the spec promises (a second answer to a request gets
+``input_already_answered``, an answer to one closed unanswered ``unknown_request`` or
+``run_finished``). At the
 end of each run of the machine every run is read again from ``seq`` 0 by a fresh client:
 its log must be gap-free with exactly one terminal event, last, each request answered at
 most once, every acknowledged answer logged, and every event any client saw must be
@@ -172,6 +174,8 @@ class ProtocolMachine(RuleBasedStateMachine):
             )
             if rid in self.answered:
                 assert answer.get("code") == "input_already_answered", f"{rid} answered twice: {answer}"
+            elif any(rid in view.closed for view in self.views):
+                assert answer.get("code") in ("unknown_request", "run_finished"), f"{rid} was closed: {answer}"
             elif answer["type"] == "ack":
                 self.answered.add(rid)
             else:
@@ -260,6 +264,10 @@ class ProtocolMachine(RuleBasedStateMachine):
             assert len(answered) == len(set(answered)), f"run {wid}: a request answered twice: {answered}"
             requested = {event["request_id"] for event in log.values() if event["type"] == "input_request"}
             assert set(answered) <= requested, f"run {wid}: an answer to a request it never made"
+            closed = [event["request_id"] for event in log.values() if event["type"] == "input_closed"]
+            assert len(closed) == len(set(closed)), f"run {wid}: a request closed twice: {closed}"
+            assert set(closed) <= requested, f"run {wid}: a close of a request it never made"
+            assert not set(closed) & set(answered), f"run {wid}: answered and closed unanswered: {closed}"
             acknowledged = {rid for rid in self.answered if self.requests(wid).get(rid)}
             assert acknowledged <= set(answered), f"run {wid}: acknowledged answers missing from the log"
         for view in self.views:

@@ -110,6 +110,8 @@ function detail(event: RunEvent): string {
       return event.prompt;
     case "input_answered":
       return JSON.stringify(event.data);
+    case "input_closed":
+      return `${event.node_id} ${event.reason}`;
     case "result":
     case "node_event":
       return JSON.stringify(event.data);
@@ -352,7 +354,7 @@ approvalForm.addEventListener("submit", (submit) => {
             }),
           );
           approvalPrompt.hidden = false;
-        } else if (event.type === "input_answered") {
+        } else if (event.type === "input_answered" || event.type === "input_closed") {
           approvalPrompt.hidden = true;
         }
       }

@@ -5,8 +5,16 @@
  * frames through `outbox` and reports messages through `emit`. Its tests need no socket.
  */
 
-import { ClientClosed, CommandInterrupted, type GraphwireError, RunLost, errorFromFrame } from "./errors.js";
 import {
+  ClientClosed,
+  CommandInterrupted,
+  type GraphwireError,
+  InputClosed,
+  RunLost,
+  errorFromFrame,
+} from "./errors.js";
+import {
+  type InputClosed as InputClosedEvent,
   RUN_EVENT_TYPES,
   WORKFLOW_REPLY_TYPES,
   type RunEvent,
@@ -92,6 +100,11 @@ export class ClientCore {
   /** Whether frames can be written now; commands wait for `resume()` otherwise. */
   connected = false;
   private readonly pending = new Map<string, Pending>();
+  /**
+   * Commands settled before their answer came (`InputClosed`): the gateway's refusal still
+   * due on this connection is dropped, not handed out as a stray `error`.
+   */
+  private readonly answeredEarly = new Set<string>();
   private counter = 0;
 
   constructor(private readonly sink: CoreSink) {}
@@ -156,6 +169,9 @@ export class ClientCore {
   /** One message from the server (a `batch` is already unpacked). */
   receive(message: ServerEvent): void {
     const replyTo = "reply_to" in message ? message.reply_to : undefined;
+    if (replyTo !== undefined && this.answeredEarly.delete(replyTo) && message.type === "error") {
+      return; // the refusal its caller already got as InputClosed
+    }
     const entry = replyTo === undefined ? undefined : this.pending.get(replyTo);
     let reread: RunState | undefined;
     if (message.type === "workflow_started" && entry?.frame.type === "start_workflow") {
@@ -179,6 +195,8 @@ export class ClientCore {
         fresh = accepted === "new";
         if (accepted === "gap") {
           this.resync(state);
+        } else if (fresh && message.type === "input_closed") {
+          this.settleAnswersToClosed(message);
         }
       }
     }
@@ -204,6 +222,7 @@ export class ClientCore {
   /** The socket dropped: commands that are safe to repeat wait for `resume()`, others fail. */
   lost(): void {
     this.connected = false;
+    this.answeredEarly.clear();
     for (const [id, entry] of this.pending) {
       if (entry.internal) {
         this.pending.delete(id);
@@ -246,6 +265,28 @@ export class ClientCore {
     const waiting = [...this.pending.values()].filter((entry) => !entry.sent);
     for (const entry of waiting) {
       this.write(entry);
+    }
+  }
+
+  /**
+   * Answers to a request closed unanswered can only be refused: settle them now. Queued,
+   * waiting for a rate-limit retry or unacknowledged, across a reconnect too: no copy was
+   * applied (the gateway never closes an answered request), so none need go (again).
+   */
+  private settleAnswersToClosed(event: InputClosedEvent): void {
+    for (const [id, entry] of this.pending) {
+      const frame = entry.frame;
+      if (
+        frame.type === "node_input" &&
+        frame.workflow_id === event.workflow_id &&
+        frame.request_id === event.request_id
+      ) {
+        this.pending.delete(id);
+        if (entry.sent) {
+          this.answeredEarly.add(id);
+        }
+        entry.reject(new InputClosed(event.workflow_id, event.request_id, event.reason));
+      }
     }
   }
 

@@ -23,7 +23,9 @@
  * │   ├── UnknownRun              unknown_run
  * │   ├── RunFinished             run_finished
  * │   ├── InputRejected           no_pending_input, unknown_request,
- * │   │                           input_already_answered, invalid_input
+ * │   │   │                       input_already_answered, invalid_input
+ * │   │   └── InputClosed             the request was closed unanswered (`input_closed`)
+ * │   │                               while the answer waited to be sent or acknowledged
  * │   ├── IdempotencyConflict     idempotency_conflict
  * │   ├── RateLimited             rate_limited (see `retryAfter`; commands safe to repeat
  * │   │                           are retried first)
@@ -48,7 +50,7 @@
  * SDK's classes of the same names inherit from both.
  */
 
-import type { ErrorCode, ErrorDetail, ErrorMessage } from "./generated/index.js";
+import type { ErrorCode, ErrorDetail, ErrorMessage, InputClosedReason } from "./generated/index.js";
 
 /** The root of every error the SDK throws. */
 export class GraphwireError extends Error {
@@ -181,6 +183,30 @@ export class UnknownRun extends ServerError {}
 export class RunFinished extends ServerError {}
 /** An answer to an input request was refused (already answered, unknown, not one of the options…). */
 export class InputRejected extends ServerError {}
+
+/**
+ * The input request was closed unanswered (`input_closed`) before this answer landed.
+ * `run.respond(...)` rejects with it when the run's `input_closed` for its request arrives
+ * while the answer is still queued, waiting for a rate-limit retry or for its `ack`
+ * (across a reconnect too): the gateway would refuse it with `unknown_request` (its
+ * `code`). `reason` is the event's: `timeout` (nobody answered in time) or
+ * `node_finished` (the node ended without waiting for it).
+ */
+export class InputClosed extends InputRejected {
+  constructor(
+    workflowId: string,
+    readonly requestId: string,
+    readonly reason: InputClosedReason,
+  ) {
+    super({
+      type: "error",
+      code: "unknown_request",
+      message: `input request ${JSON.stringify(requestId)} was closed unanswered (${reason})`,
+      path: "request_id",
+      workflow_id: workflowId,
+    });
+  }
+}
 /** The `idempotency_key` was used before with other params. */
 export class IdempotencyConflict extends ServerError {}
 /**

@@ -44,6 +44,7 @@ export {
   GatewayShutdown,
   GraphwireError,
   IdempotencyConflict,
+  InputClosed,
   InputRejected,
   InternalServerError,
   InvalidFrame,

@@ -6,6 +6,7 @@
 
 import { type GraphwireError, WorkflowCancelled, type WorkflowFailed, workflowFailedError } from "./errors.js";
 import type {
+  InputClosed as InputClosedEvent,
   JsonObject,
   PendingInput,
   RunEvent,
@@ -99,6 +100,7 @@ export class RunState {
         break;
       }
       case "input_answered":
+      case "input_closed":
         this.pendingInputs.delete(event.request_id);
         break;
       case "workflow_completed":
@@ -149,6 +151,16 @@ export class RunState {
     }
     this.wake();
     return lost;
+  }
+
+  /** The `input_closed` event of `requestId`, if this client received it. */
+  closedInput(requestId: string): InputClosedEvent | undefined {
+    for (const event of this.events) {
+      if (event.type === "input_closed" && event.request_id === requestId) {
+        return event;
+      }
+    }
+    return undefined;
   }
 
   /** The run can no longer be followed (the client gave up, was closed, or the server forgot the run). */

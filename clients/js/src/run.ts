@@ -3,7 +3,7 @@
  * and the commands that act on it.
  */
 
-import { GraphwireError } from "./errors.js";
+import { GraphwireError, InputClosed } from "./errors.js";
 import type {
   Ack,
   JsonObject,
@@ -66,7 +66,7 @@ export class Run<R = JsonObject> implements AsyncIterable<RunEvent> {
     return this.state.events.filter((event) => event.seq > this.sinceSeq);
   }
 
-  /** The input requests still open, as far as this client knows. */
+  /** The input requests still open, as far as this client knows (`input_answered` and `input_closed` remove one). */
   get pendingInputs(): PendingInput[] {
     return [...this.state.pendingInputs.values()];
   }
@@ -133,9 +133,16 @@ export class Run<R = JsonObject> implements AsyncIterable<RunEvent> {
    * drops before the `ack`, the same `node_input` is sent again after the resume and the
    * gateway acks the repeat of an answer it applied. The promise settles once, with that
    * `ack`, or with the re-send's typed error (`InputRejected` when another client answered
-   * first, `RunFinished` …).
+   * first, `RunFinished` …). A request closed unanswered (`input_closed`) rejects it with
+   * `InputClosed` (an `InputRejected`; `reason`: `timeout`, `node_finished`): at once if
+   * this client has that event already, else as soon as it arrives, even while the answer
+   * waits for a reconnect or a rate-limit retry.
    */
   respond(requestId: string, data: JsonObject, options: { nodeId?: string } = {}): Promise<Ack> {
+    const closed = this.state.closedInput(requestId);
+    if (closed !== undefined) {
+      return Promise.reject(new InputClosed(this.workflowId, requestId, closed.reason));
+    }
     const nodeId = options.nodeId ?? this.nodeOf(requestId);
     if (nodeId === undefined) {
       return Promise.reject(
@@ -168,7 +175,10 @@ export class Run<R = JsonObject> implements AsyncIterable<RunEvent> {
       return open.node_id;
     }
     for (const event of this.state.events) {
-      if ((event.type === "input_request" || event.type === "input_answered") && event.request_id === requestId) {
+      if (
+        (event.type === "input_request" || event.type === "input_answered" || event.type === "input_closed") &&
+        event.request_id === requestId
+      ) {
         return event.node_id;
       }
     }

@@ -12,6 +12,7 @@ import {
   ConnectionLost,
   GatewayShutdown,
   GraphwireClient,
+  InputClosed,
   InputRejected,
   type InputRequest,
   type Run,
@@ -234,6 +235,39 @@ describe("forced disconnects", () => {
     } finally {
       proxy.refuse(false);
       await Promise.all([client.close(), other.close()]);
+    }
+  });
+
+  it("respond() waiting for a reconnect rejects with InputClosed when its request timed out meanwhile", async () => {
+    const client = new GraphwireClient(proxy.url(), { reconnect: FAST });
+    await client.connect();
+    try {
+      const run = await client.startWorkflow("second_chance", { timeout: 0.4 });
+      const request = await inputRequest(run);
+      assert.equal(run.status, "waiting");
+      proxy.refuse(true); // no reconnect until the request has timed out
+      const cut = proxy.cutBeforeClientSends('"node_input"');
+      const answer = run.respond(request.request_id, { value: "yes" });
+      const rejected = assert.rejects(
+        answer,
+        (error: unknown) =>
+          error instanceof InputClosed && error.reason === "timeout" && error.code === "unknown_request",
+      );
+      await cut;
+      await sleep(600);
+      proxy.refuse(false);
+      await rejected; // settled by the resume's replay of input_closed, not left waiting
+      assert.ok(!run.pendingInputs.some((p) => p.request_id === request.request_id));
+      for await (const event of run) {
+        if (event.type === "input_request" && event.node_id === "again") {
+          await run.respond(event.request_id, { value: "ok" });
+        }
+      }
+      await run.result();
+      assert.equal(run.events.filter((e) => e.type === "input_closed").length, 1);
+    } finally {
+      proxy.refuse(false);
+      await client.close();
     }
   });
 

@@ -17,6 +17,7 @@ import {
   type Gap,
   GatewayShutdown,
   GraphwireClient,
+  InputClosed,
   InputRejected,
   InvalidFrame,
   type RunEvent,
@@ -72,6 +73,31 @@ function coreWithSink() {
   });
   core.connected = true;
   return { core, sent, messages, gaps, timers };
+}
+
+function inputRequest(seq: number, requestId = "req_1"): RunEvent {
+  return {
+    type: "input_request",
+    workflow_id: WID,
+    seq,
+    timestamp: T,
+    node_id: "approve",
+    request_id: requestId,
+    prompt: "Ship?",
+    options: ["yes", "no"],
+  };
+}
+
+function inputClosed(seq: number, reason: "timeout" | "node_finished" = "timeout", requestId = "req_1"): RunEvent {
+  return {
+    type: "input_closed",
+    workflow_id: WID,
+    seq,
+    timestamp: T,
+    node_id: "approve",
+    request_id: requestId,
+    reason,
+  };
 }
 
 /** Lets queued promise callbacks run. */
@@ -209,6 +235,24 @@ describe("RunState", () => {
     assert.ok(state.outcome?.status === "failed" && state.outcome.error instanceof GatewayShutdown);
   });
 
+  for (const reason of ["timeout", "node_finished"] as const) {
+    it(`drops a request closed unanswered (${reason}) from the open inputs: no longer waiting`, () => {
+      const state = new RunState(WID);
+      state.accept(event(1));
+      state.accept(inputRequest(2));
+      state.accept(inputRequest(3, "req_2"));
+      assert.equal(state.status, "waiting");
+      state.accept(inputClosed(4, reason));
+      assert.deepEqual([...state.pendingInputs.keys()], ["req_2"]);
+      assert.equal(state.status, "waiting");
+      state.accept(inputClosed(5, reason, "req_2"));
+      assert.equal(state.pendingInputs.size, 0);
+      assert.equal(state.status, "running");
+      assert.equal(state.closedInput("req_1")?.reason, reason);
+      assert.equal(state.finished, false, "the run goes on");
+    });
+  }
+
   it("finishes from the snapshot when attached after the last event", () => {
     const state = new RunState(WID, 9);
     state.applySubscribed({
@@ -334,6 +378,85 @@ describe("ClientCore", () => {
     core.receive({ type: "ack", reply_to: answer.id, command: "node_input", workflow_id: WID });
     assert.equal((await answer.reply).type, "ack");
     assert.equal(core.pendingCount, 1, "only the resume's subscribe waits");
+  });
+
+  it("settles an answer waiting across a drop with InputClosed when the replay closes its request", async () => {
+    const { core, sent, messages } = coreWithSink();
+    const state = core.track(WID, 0);
+    state.accept(event(1));
+    state.accept(inputRequest(2));
+    const answer = core.command({
+      type: "node_input",
+      workflow_id: WID,
+      node_id: "approve",
+      request_id: "req_1",
+      data: { value: "yes" },
+      idempotency_key: "answer-1",
+    });
+    const first = sent.at(-1);
+    core.lost();
+    core.resume();
+    const [resubscribe, repeat] = sent.slice(-2);
+    assert.deepEqual(repeat, first, "sent again after the resume");
+    core.receive({ type: "subscribed", topics: [], workflow_id: WID, since_seq: 2, reply_to: resubscribe?.id });
+    core.receive(inputClosed(3));
+    await assert.rejects(
+      answer.reply,
+      (error: unknown) =>
+        error instanceof InputClosed &&
+        error instanceof InputRejected &&
+        error.code === "unknown_request" &&
+        error.requestId === "req_1" &&
+        error.reason === "timeout" &&
+        error.workflowId === WID,
+    );
+    assert.equal(state.status, "running");
+    // The gateway's refusal of the re-sent copy is no stray error for on("error") handlers.
+    messages.length = 0;
+    core.receive({ type: "error", code: "unknown_request", message: "closed", reply_to: repeat?.id });
+    assert.deepEqual(messages, []);
+    assert.equal(core.pendingCount, 0);
+  });
+
+  it("settles an answer waiting for a rate-limit retry, and never sends it again", async () => {
+    const { core, sent, timers } = coreWithSink();
+    core.track(WID, 0).accept(event(1));
+    const answer = core.command({
+      type: "node_input",
+      workflow_id: WID,
+      node_id: "approve",
+      request_id: "req_1",
+      data: { value: "yes" },
+      idempotency_key: "answer-2",
+    });
+    const first = sent.at(-1);
+    core.receive({ type: "error", code: "rate_limited", message: "slow", retry_after: 5, reply_to: first?.id });
+    core.receive(inputClosed(2, "node_finished"));
+    await assert.rejects(
+      answer.reply,
+      (error: unknown) => error instanceof InputClosed && error.reason === "node_finished",
+    );
+    const count = sent.length;
+    for (const timer of timers) {
+      timer.task();
+    }
+    assert.equal(sent.length, count, "the retry does not go");
+  });
+
+  it("leaves answers to other requests alone", async () => {
+    const { core, sent } = coreWithSink();
+    core.track(WID, 0).accept(event(1));
+    const other = core.command({
+      type: "node_input",
+      workflow_id: WID,
+      node_id: "approve",
+      request_id: "req_2",
+      data: { value: "yes" },
+      idempotency_key: "answer-3",
+    });
+    core.receive(inputClosed(2));
+    core.receive({ type: "ack", reply_to: sent.at(-1)?.id, command: "node_input", workflow_id: WID });
+    assert.equal((await other.reply).type, "ack");
   });
 
   it("fails a run the server forgot when resuming", async () => {
@@ -554,6 +677,33 @@ describe("GraphwireClient over a fake transport", () => {
       run.result(),
       (failure: unknown) => failure instanceof GatewayShutdown && failure.workflowId === WID,
     );
+    await client.close();
+  });
+
+  it("rejects respond() to a request this client saw closed at once, without a frame", async () => {
+    const fake = fakeTransport();
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", { transport: fake.transport });
+    await client.connect();
+    const attach = client.attach(WID);
+    await settle();
+    fake.push({ type: "subscribed", topics: [], workflow_id: WID, since_seq: 0, reply_to: fake.sent[0]?.id });
+    const run = await attach;
+    fake.push(event(1));
+    fake.push(inputRequest(2));
+    assert.equal(run.status, "waiting");
+    assert.deepEqual(
+      run.pendingInputs.map((p) => p.request_id),
+      ["req_1"],
+    );
+    fake.push(inputClosed(3));
+    assert.equal(run.status, "running");
+    assert.deepEqual(run.pendingInputs, []);
+    const count = fake.sent.length;
+    await assert.rejects(
+      run.respond("req_1", { value: "yes" }),
+      (error: unknown) => error instanceof InputClosed && error.reason === "timeout",
+    );
+    assert.equal(fake.sent.length, count);
     await client.close();
   });
 

@@ -9,6 +9,7 @@ import { after, before, describe, it } from "node:test";
 import {
   BUILTIN_WORKFLOWS,
   GraphwireClient,
+  InputClosed,
   InputRejected,
   InvalidParams,
   type RunEvent,
@@ -170,7 +171,47 @@ describe("built-in workflows", () => {
     );
     assert.equal(run.events.at(-1)?.type, "workflow_failed");
     assert.equal(run.status, "failed");
+    const closed = run.events.filter((e) => e.type === "input_closed");
+    assert.deepEqual(
+      closed.map((e) => e.type === "input_closed" && e.reason),
+      ["timeout"],
+      "the request closed before the run failed",
+    );
   });
+
+  for (const [wait, reason] of [
+    [true, "timeout"],
+    [false, "node_finished"],
+  ] as const) {
+    it(`input_closed (${reason}) drops the request; respond() to it rejects with InputClosed`, async () => {
+      const run = await client.startWorkflow("second_chance", { timeout: 0.2, wait });
+      let first: string | undefined;
+      for await (const event of run) {
+        if (event.type === "input_request" && event.node_id === "first") {
+          first = event.request_id;
+        } else if (event.type === "input_closed") {
+          assert.equal(event.request_id, first);
+          assert.equal(event.reason, reason);
+          assert.ok(!run.pendingInputs.some((p) => p.request_id === first));
+          await assert.rejects(
+            run.respond(event.request_id, { value: "yes" }),
+            (error: unknown) => error instanceof InputClosed && error.reason === reason,
+          );
+        } else if (event.type === "input_request") {
+          assert.equal(run.status, "waiting");
+          assert.deepEqual(
+            run.pendingInputs.map((p) => p.request_id),
+            [event.request_id],
+            "only the second request is open",
+          );
+          await run.respond(event.request_id, { value: "ok" });
+        }
+      }
+      assertGapFree([...run.events]);
+      assert.equal(run.events.filter((e) => e.type === "input_closed").length, 1);
+      assert.equal(run.status, "completed");
+    });
+  }
 
   it("ticker: node_events, then the count", async () => {
     const run = await client.startWorkflow("ticker", PARAMS.ticker);

@@ -22,7 +22,7 @@ from graphwire_client._generated.messages import (
     Subscribed,
     WorkflowStarted,
 )
-from graphwire_client.exceptions import BadRequest, InputRejected, InvalidParams, RunLost, UnknownRun
+from graphwire_client.exceptions import BadRequest, InputClosed, InputRejected, InvalidParams, RunLost, UnknownRun
 
 TS = "2026-11-25T12:00:00+00:00"
 WID = "run_1"
@@ -82,6 +82,18 @@ def answered(seq: int, value: str = "yes", request_id: str = "req_1") -> dict[st
         "node_id": "approve",
         "request_id": request_id,
         "data": {"value": value},
+    }
+
+
+def closed(seq: int, reason: str = "timeout", request_id: str = "req_1") -> dict[str, Any]:
+    return {
+        "type": "input_closed",
+        "workflow_id": WID,
+        "seq": seq,
+        "timestamp": TS,
+        "node_id": "approve",
+        "request_id": request_id,
+        "reason": reason,
     }
 
 
@@ -533,3 +545,104 @@ def test_a_start_with_the_callers_key_fetches_the_log_it_may_not_replay() -> Non
     core.receive_text(frame(subscribed(subscribe["id"], 1, 3), node(2), completed(3)))
     assert pending.run is not None
     assert [e.seq for e in pending.run.events] == [1, 2, 3]
+
+
+# --- input_closed ---------------------------------------------------------------------------
+
+
+def answer(request_id: str = "req_1") -> NodeInput:
+    return NodeInput(
+        type="node_input", workflow_id=WID, node_id="approve", request_id=request_id, data={"value": "yes"}
+    )
+
+
+@pytest.mark.parametrize("reason", ["timeout", "node_finished"])
+def test_input_closed_drops_the_open_input(reason: str) -> None:
+    core = online()
+    run = start(core).run
+    assert run is not None
+    core.receive_text(frame(request(2), request(3, "req_2")))
+    received = core.receive_text(frame(closed(4, reason)))
+    assert list(run.pending_inputs) == ["req_2"]
+    assert [d.message.type for d in received.deliveries] == ["input_closed"]
+    assert received.changed == [run]
+    assert run.node_of("req_1") == "approve"
+    event = run.closed_input("req_1")
+    assert event is not None
+    assert event.reason.value == reason
+    assert run.closed_input("req_2") is None
+
+
+def test_an_answer_waiting_for_a_reconnect_fails_with_input_closed() -> None:
+    core = online()
+    start(core)
+    core.receive_text(frame(request(2)))
+    pending = core.command(answer(), Ack)
+    sent(core)
+    core.connection_lost()  # no ack yet: the answer waits to go again
+    core.connection_made(HELLO)
+    resubscribe, repeat = sent(core)
+    assert repeat["type"] == "node_input"
+    # The replay tells that the request timed out before any copy landed.
+    received = core.receive_text(frame(subscribed(resubscribe["id"], 2, 3), closed(3)))
+    assert received.settled[-1] is pending
+    assert isinstance(pending.error, InputClosed)
+    assert isinstance(pending.error, InputRejected)
+    assert (pending.error.code, pending.error.request_id, pending.error.reason.value) == (
+        ErrorCode.unknown_request,
+        "req_1",
+        "timeout",
+    )
+    # The gateway's own refusal of the re-sent copy is not handed out as a stray error.
+    late = core.receive_text(frame(error("unknown_request", repeat["id"], workflow_id=WID)))
+    assert late.deliveries == []
+    assert late.settled == []
+
+
+def test_an_answer_held_after_rate_limited_is_settled_and_never_sent_again() -> None:
+    core = online()
+    start(core)
+    core.receive_text(frame(request(2)))
+    held = core.command(answer(), Ack)
+    (first,) = sent(core)
+    refused = core.receive_text(frame(error("rate_limited", first["id"], retry_after=5)))
+    assert refused.retry_after == 5
+    assert not held.done
+    core.receive_text(frame(closed(3)))
+    assert isinstance(held.error, InputClosed)
+    core.release_held()
+    assert sent(core) == [], "an answer to a closed request never goes again"
+
+
+def test_an_answer_queued_offline_is_settled_and_never_sent() -> None:
+    core = online()
+    start(core)
+    core.receive_text(frame(request(2)))
+    core.connection_lost()
+    queued = core.command(answer(), Ack)
+    core.connection_made(HELLO)
+    out, _ = core.take_outgoing()
+    _resubscribe, answer_out = (pending for pending, _ in out)
+    assert answer_out is queued
+    # Lost again before anything came back; the next resume replays the close first.
+    core.connection_lost()
+    core.connection_made(HELLO)
+    (resubscribe_again, _again) = sent(core)
+    core.receive_text(frame(subscribed(resubscribe_again["id"], 2, 3), closed(3, "node_finished")))
+    assert isinstance(queued.error, InputClosed)
+    assert queued.error.reason.value == "node_finished"
+    core.connection_lost()
+    core.connection_made(HELLO)
+    assert [m["type"] for m in sent(core)] == ["subscribe"], "the run is followed again, the answer is gone"
+
+
+def test_input_closed_leaves_answers_to_other_requests_alone() -> None:
+    core = online()
+    start(core)
+    core.receive_text(frame(request(2), request(3, "req_2")))
+    other = core.command(answer("req_2"), Ack)
+    (wire,) = sent(core)
+    core.receive_text(frame(closed(4)))
+    assert not other.done
+    core.receive_text(frame({"type": "ack", "reply_to": wire["id"], "command": "node_input", "workflow_id": WID}))
+    assert isinstance(other.reply, Ack)

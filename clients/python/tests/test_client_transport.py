@@ -19,12 +19,14 @@ from graphwire_client import (
     GatewayShutdown,
     GraphwireClient,
     HandshakeRefused,
+    InputClosed,
+    InputRejected,
     ReconnectPolicy,
     Run,
     StateChange,
     TransportClosed,
 )
-from graphwire_client.messages import Token
+from graphwire_client.messages import RunStatus, Token
 
 TS = "2026-11-25T12:00:00+00:00"
 FAST = ReconnectPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
@@ -257,6 +259,87 @@ async def test_respond_goes_again_identical_after_a_drop_and_returns_once_acked(
         assert not answering.done()
         again.push({"type": "ack", "reply_to": repeat["id"], "command": "node_input", "workflow_id": "r1"})
         await asyncio.wait_for(answering, 2)
+
+
+def input_request(seq: int) -> dict[str, Any]:
+    return {
+        "type": "input_request",
+        "workflow_id": "r1",
+        "seq": seq,
+        "timestamp": TS,
+        "node_id": "approve",
+        "request_id": "req_1",
+        "prompt": "ok?",
+        "options": ["yes", "no"],
+    }
+
+
+def input_closed(seq: int, reason: str = "timeout") -> dict[str, Any]:
+    return {
+        "type": "input_closed",
+        "workflow_id": "r1",
+        "seq": seq,
+        "timestamp": TS,
+        "node_id": "approve",
+        "request_id": "req_1",
+        "reason": reason,
+    }
+
+
+async def test_a_respond_waiting_across_a_drop_ends_with_input_closed_and_status_leaves_waiting() -> None:
+    transport = FakeTransport()
+    async with client_for(transport) as client:
+        socket = transport.sockets[0]
+        starting = asyncio.create_task(client.start_workflow("approval", {"message": "ok?"}))
+        socket.push(started((await socket.next())["id"]))
+        run = await starting
+        socket.push(input_request(2))
+        while not run.pending_inputs:
+            await asyncio.sleep(0)
+        assert run.status is RunStatus.waiting
+        answering = asyncio.create_task(run.respond("req_1", "yes"))
+        first = await socket.next()
+        assert first["type"] == "node_input"
+        socket.drop()
+        again = await transport.next_socket(1)
+        resubscribe, repeat = await again.next(), await again.next()
+        assert repeat == first
+        # The resume replays the close: nobody answered in time, our copy never landed.
+        snapshot = {"workflow_id": "r1", "workflow": "approval", "status": "running", "last_seq": 3}
+        again.push(
+            {
+                "type": "subscribed",
+                "reply_to": resubscribe["id"],
+                "topics": [],
+                "workflow_id": "r1",
+                "since_seq": 2,
+                "snapshot": {**snapshot, "pending_inputs": []},
+            },
+            input_closed(3),
+        )
+        with pytest.raises(InputClosed) as closed:
+            await asyncio.wait_for(answering, 2)
+        assert (closed.value.request_id, closed.value.reason.value, closed.value.code.value) == (
+            "req_1",
+            "timeout",
+            "unknown_request",
+        )
+        assert run.pending_inputs == []
+        assert run.status is RunStatus.running
+        # The gateway's refusal of the re-sent copy reaches no handler as a stray error.
+        errors: list[Any] = []
+        client.on("error", errors.append)
+        again.push({"type": "error", "code": "unknown_request", "message": "closed", "reply_to": repeat["id"]})
+        # Answering it again fails at once, typed, without a frame.
+        with pytest.raises(InputRejected) as again_closed:
+            await run.respond("req_1", "no")
+        assert isinstance(again_closed.value, InputClosed)
+        pinging = asyncio.create_task(client.ping())
+        ping = await again.next()
+        assert ping["type"] == "ping", "no node_input went out for the closed request"
+        again.push({"type": "pong", "reply_to": ping["id"], "timestamp": TS})
+        await asyncio.wait_for(pinging, 2)
+        assert errors == []
 
 
 @pytest.mark.parametrize("code", [4001, 4003, 1008, 1009])

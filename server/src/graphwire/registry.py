@@ -34,6 +34,11 @@ class WorkflowDefinition:
     leaves its result in ``shared["result"]``; the result is checked against ``result``
     before ``workflow_completed`` is sent. ``check``, when set, sees the validated params
     before the run starts and raises ``ParamsError`` for what a JSON Schema cannot say.
+
+    The gateway also sets ``shared["input"]``, the run's input, which a `WebSocketNode`'s
+    default ``prep_async`` returns: the param named ``input`` (``"message"`` for a node
+    whose ``exec_async(self, message)`` takes it), or the whole params dict when
+    ``input`` is ``None``.
     """
 
     name: str
@@ -42,6 +47,7 @@ class WorkflowDefinition:
     result: type[BaseModel]
     description: str = ""
     check: ParamsCheck | None = None
+    input: str | None = None
 
 
 class WorkflowRegistry:
@@ -59,8 +65,13 @@ class WorkflowRegistry:
         result: type[BaseModel],
         description: str = "",
         check: ParamsCheck | None = None,
+        input: str | None = None,
     ) -> WorkflowDefinition:
-        definition = WorkflowDefinition(name, build, params, result, description, check)
+        """Register ``name``; ``input`` names the param that is the run's input (default: all params)."""
+        if input is not None and input not in params.model_fields:
+            fields = sorted(params.model_fields)
+            raise ValueError(f"workflow {name!r}: input {input!r} is not a field of {params.__name__} ({fields})")
+        definition = WorkflowDefinition(name, build, params, result, description, check, input)
         self._definitions[name] = definition
         return definition
 

@@ -28,6 +28,8 @@ from graphwire._generated.messages import (
     ErrorCode,
     ErrorDetail,
     InputAnswered,
+    InputClosed,
+    InputClosedReason,
     InputRequest,
     NodeEvent,
     NodeStatusData,
@@ -111,6 +113,9 @@ class Run:
     task: asyncio.Task[None] | None = None
     finished_at: float | None = None
     cancel_reason: str = "cancelled"
+    # `cancel_workflow` was applied: the run is unwinding towards `workflow_cancelled`, whose
+    # terminal event closes what is still open (no `input_closed` on the way).
+    cancel_requested: bool = False
 
     @property
     def finished(self) -> bool:
@@ -182,6 +187,8 @@ class GatewayRunContext:
     def __init__(self, run: Run) -> None:
         self.run = run
         self.workflow_id = run.workflow_id
+        # Requests opened and not closed yet, answered or not: the node may still wait on them.
+        self._opened: dict[str, PendingRequest] = {}
 
     async def emit(self, node_id: str, update_type: str, data: Any) -> None:
         """``send_update(update_type, data)`` → the spec event, with the node's payload in ``data``."""
@@ -213,27 +220,76 @@ class GatewayRunContext:
 
     async def request_input(
         self, node_id: str, prompt: str, options: list[str] | None, timeout: float | None
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
+        """``wait_for_input(prompt, ...)``: open a request, wait for it; ``None`` on a timeout."""
+        request_id = await self.open_input(node_id, prompt, options, timeout)
+        return await self.wait_input(request_id, timeout)
+
+    async def open_input(
+        self, node_id: str, prompt: str, options: list[str] | None, timeout: float | None = None
+    ) -> str:
+        """Send ``input_request`` and register it as pending: snapshots list it, answers may come.
+
+        An answer that arrives before `wait_input` resolves the request's future and is
+        kept until the node waits (or ends).
+        """
         run = self.run
         request_id = f"req_{uuid.uuid4().hex[:12]}"
         expires_at = now() + timedelta(seconds=timeout) if timeout is not None else None
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        run.pending[request_id] = PendingRequest(request_id, node_id, prompt, options, expires_at, future)
+        # Logged first (it may raise EventTooLarge, leaving nothing open); nothing awaits
+        # between the two steps, so no answer can come before the request is pending.
+        run.append(
+            InputRequest,
+            node_id=node_id,
+            request_id=request_id,
+            prompt=prompt,
+            options=options,
+            expires_at=expires_at,
+        )
+        request = PendingRequest(request_id, node_id, prompt, options, expires_at, future)
+        run.pending[request_id] = request
+        self._opened[request_id] = request
+        return request_id
+
+    async def wait_input(self, request_id: str, timeout: float | None) -> dict[str, Any] | None:
+        """Wait for the request's answer; ``None`` after ``timeout`` s. The request is closed after."""
+        request = self._opened.get(request_id)
+        if request is None:
+            raise RuntimeError(f"input request {request_id!r} is not open")
+        future = request.future
+        if timeout is not None and request.expires_at is None and not future.done():
+            # An announced request learns its deadline when the node starts waiting.
+            request.expires_at = now() + timedelta(seconds=timeout)
+        reason = InputClosedReason.node_finished  # the wait was cancelled: the node stopped waiting
         try:
-            run.append(
-                InputRequest,
-                node_id=node_id,
-                request_id=request_id,
-                prompt=prompt,
-                options=options,
-                expires_at=expires_at,
-            )
-            try:
-                return await asyncio.wait_for(future, timeout)
-            except TimeoutError:
-                raise InputTimeout(f"no answer to {prompt!r} within {timeout:g} s") from None
+            # asyncio.wait leaves the future alone on a timeout, so nothing awaits between
+            # the deadline and close_input: an answer is either applied or gets unknown_request.
+            await asyncio.wait((future,), timeout=timeout)
+            if future.done() and not future.cancelled():
+                return future.result()
+            reason = InputClosedReason.timeout
+            return None
         finally:
-            run.pending.pop(request_id, None)
+            self.close_input(request_id, reason)
+
+    def close_input(self, request_id: str, reason: InputClosedReason = InputClosedReason.node_finished) -> None:
+        """No longer pending: a later answer gets ``unknown_request`` (``run_finished`` once the run ended).
+
+        A request closed unanswered while the run goes on is logged as ``input_closed``
+        (``reason``), in the same step that drops it from the snapshot's
+        ``pending_inputs``; an answered one, or one closed while the run ends (its terminal
+        event closes everything), is not.
+        """
+        request = self._opened.pop(request_id, None)
+        if request is None:
+            return
+        run = self.run
+        unanswered = run.pending.pop(request_id, None) is not None
+        if not request.future.done():
+            request.future.cancel()
+        if unanswered and not run.finished and not run.cancel_requested:
+            run.append(InputClosed, node_id=request.node_id, request_id=request_id, reason=reason)
 
 
 def _token_text(data: Any) -> str:
@@ -396,12 +452,18 @@ class RunManager:
                     del self.in_flight_by_user[run.owner]
 
     async def _run_graph(self, run: Run, definition: WorkflowDefinition, params: dict[str, Any]) -> None:
-        shared: dict[str, Any] = {"params": params, "workflow_id": run.workflow_id}
+        # The run's input is what WebSocketNode.prep_async returns by default: one named
+        # param (`register(..., input=...)`) or the whole params dict.
+        run_input = params if definition.input is None else params.get(definition.input)
+        shared: dict[str, Any] = {"params": params, "input": run_input, "workflow_id": run.workflow_id}
         try:
             with use_run_context(GatewayRunContext(run)):
                 graph = definition.build()
                 await graph.run_async(shared)
-            result = definition.result.model_validate(shared.get("result")).model_dump(mode="json")
+            # A graph that left no result (the seed's nodes return None) completes with {}
+            # when its result model allows it.
+            raw = shared.get("result")
+            result = definition.result.model_validate({} if raw is None else raw).model_dump(mode="json")
             if not run.finished:  # the gateway may have ended it meanwhile (end_all)
                 run.finish(RunStatus.completed, WorkflowCompleted, data=result)
                 run.result = result
@@ -531,7 +593,11 @@ class RunManager:
                 reply_to,
                 wid,
             )
-        if pending.future.done():  # timed out or cancelled a moment ago
+        if pending.future.done():  # closed a moment ago (close_input drops it from pending at once)
+            if request_id is not None:
+                raise ProtocolError(
+                    ErrorCode.unknown_request, f"input request {request_id!r} was closed", "request_id", reply_to, wid
+                )
             raise ProtocolError(
                 ErrorCode.no_pending_input, f"node {node_id!r} stopped waiting", "node_id", reply_to, wid
             )
@@ -555,6 +621,7 @@ class RunManager:
                 ErrorCode.run_finished, f"run {run.workflow_id!r} has ended", "workflow_id", reply_to, run.workflow_id
             )
         run.cancel_reason = reason
+        run.cancel_requested = True
         run.task.cancel()
 
     def forget_expired(self) -> int:

@@ -19,7 +19,11 @@ outgoing commands on the wire; the tests drive it directly. It does
 - **rate limits**: a command refused with ``rate_limited`` was not applied; one that is
   safe to repeat (``REPEATABLE``) is held and goes again, identical, when the client
   calls ``release_held()`` after the frame's ``retry_after`` (``Received.retry_after``),
-  at most ``MAX_RATE_LIMIT_RETRIES`` times; then its caller gets ``RateLimited``.
+  at most ``MAX_RATE_LIMIT_RETRIES`` times; then its caller gets ``RateLimited``;
+- **closed requests**: ``input_closed`` drops the request from the run's open inputs, and
+  a ``node_input`` to it that still waits (queued, held, or unacknowledged, across a
+  reconnect too) is settled with ``InputClosed`` at once: the gateway closes only
+  requests no answer was applied to, so it could only refuse it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from graphwire_client._generated.messages import (
     Error,
     ErrorCode,
     InputAnswered,
+    InputClosed,
     InputRequest,
     JoinGroup,
     LeaveGroup,
@@ -63,6 +68,7 @@ from graphwire_client._generated.messages import (
     WorkflowStarted,
 )
 from graphwire_client.exceptions import BadRequest, GraphwireError, RunLost, error_from_frame
+from graphwire_client.exceptions import InputClosed as InputClosedError
 
 __all__ = [
     "MAX_RATE_LIMIT_RETRIES",
@@ -174,7 +180,7 @@ class RunState:
                 options=event.options,
                 expires_at=event.expires_at,
             )
-        elif isinstance(event, InputAnswered):
+        elif isinstance(event, InputAnswered | InputClosed):
             self.pending_inputs.pop(event.request_id, None)
         elif isinstance(event, WorkflowCompleted | WorkflowFailed | WorkflowCancelled):
             self.terminal = event
@@ -200,8 +206,15 @@ class RunState:
         if pending is not None:
             return pending.node_id
         for event in reversed(self.events):
-            if isinstance(event, InputRequest | InputAnswered) and event.request_id == request_id:
+            if isinstance(event, InputRequest | InputAnswered | InputClosed) and event.request_id == request_id:
                 return event.node_id
+        return None
+
+    def closed_input(self, request_id: str) -> InputClosed | None:
+        """The ``input_closed`` event of ``request_id``, if this client received it."""
+        for event in reversed(self.events):
+            if isinstance(event, InputClosed) and event.request_id == request_id:
+                return event
         return None
 
 
@@ -263,6 +276,9 @@ class ClientCore:
         # Runs the server attached the current connection to; it keeps sending them, and
         # never again what it sent before, so a new subscribe unsubscribes first.
         self._attached: set[str] = set()
+        # Commands settled before their answer came (InputClosed): the gateway's refusal
+        # still due on this connection is dropped, not handed out as a stray error.
+        self._answered_early: set[str] = set()
         self._ids = itertools.count(1)
 
     # --- commands out ------------------------------------------------------------------
@@ -381,6 +397,7 @@ class ClientCore:
         self.online = False
         self.connected = None
         self._attached.clear()
+        self._answered_early.clear()
         for cid, pending in list(self._pending.items()):
             if pending.internal:
                 del self._pending[cid]
@@ -441,6 +458,10 @@ class ClientCore:
     def _route(self, message: ServerEvent, out: Received) -> None:
         reply_to = getattr(message, "reply_to", None)
         pending = self._pending.pop(reply_to, None) if reply_to is not None else None
+        if reply_to is not None and reply_to in self._answered_early:
+            self._answered_early.discard(reply_to)
+            if isinstance(message, Error):  # the refusal its caller already got as InputClosed
+                return
         if message.type in RUN_EVENT_TYPES:
             self._route_run_event(message, pending, out)  # type: ignore[arg-type]
             return
@@ -485,6 +506,8 @@ class ClientCore:
             return
         verdict = run.accept(event)
         if verdict == "new":
+            if isinstance(event, InputClosed):
+                self._settle_answers_to_closed(event, out)
             out.deliveries.append(Delivery(event, run=run, reply=pending))
             self._after_change(run, out)
         elif verdict == "gap":
@@ -514,6 +537,27 @@ class ClientCore:
         # resets that, so the replay starts right after last_seq.
         self._internal(Unsubscribe(type="unsubscribe", workflow_id=run.workflow_id), Ack)
         self._internal(Subscribe(type="subscribe", workflow_id=run.workflow_id, since_seq=run.last_seq), Subscribed)
+
+    def _settle_answers_to_closed(self, event: InputClosed, out: Received) -> None:
+        """Answers to a request closed unanswered can only be refused: settle them now.
+
+        Queued, held after ``rate_limited`` or unacknowledged, across a reconnect too: no
+        copy was applied (the gateway never closes an answered request), so none need go
+        (again), and nobody waits for a resume or a retry that cannot help.
+        """
+        for cid, pending in list(self._pending.items()):
+            message = pending.message
+            if (
+                isinstance(message, NodeInput)
+                and message.workflow_id == event.workflow_id
+                and message.request_id == event.request_id
+                and not pending.done
+            ):
+                del self._pending[cid]
+                if pending.sent:
+                    self._answered_early.add(cid)
+                pending.error = InputClosedError(event.workflow_id, event.request_id, event.reason)
+                out.settled.append(pending)
 
     def _settle_error(self, pending: PendingCommand, frame: Error, out: Received) -> None:
         message = pending.message

@@ -19,7 +19,7 @@ from graphwire_client._generated.messages import (
     WorkflowCompleted,
     WorkflowFailed,
 )
-from graphwire_client.exceptions import InputRejected, RunFinished, RunLost, workflow_failed_error
+from graphwire_client.exceptions import InputClosed, InputRejected, RunFinished, RunLost, workflow_failed_error
 from graphwire_client.exceptions import WorkflowCancelled as WorkflowCancelledError
 
 __all__ = ["Run", "RunHost"]
@@ -82,7 +82,11 @@ class Run(Generic[R]):
 
     @property
     def pending_inputs(self) -> list[PendingInput]:
-        """The run's open input requests, oldest first; kept across reconnects from the server's snapshot."""
+        """The run's open input requests, oldest first; kept across reconnects from the server's snapshot.
+
+        ``input_answered`` and ``input_closed`` (closed unanswered) remove one, and the run's
+        end removes them all.
+        """
         return list(self._state.pending_inputs.values())
 
     @property
@@ -181,7 +185,11 @@ class Run(Generic[R]):
         ``data`` is the answer object, e.g. ``{"value": "yes"}``; a plain string ``s`` is
         sent as ``{"value": s}``. The node is looked up from the request; pass ``node_id``
         for a request this client never saw. Raises ``InputRejected`` (its ``code``:
-        ``input_already_answered``, ``invalid_input``, ``unknown_request`` …).
+        ``input_already_answered``, ``invalid_input``, ``unknown_request`` …), and its
+        subclass ``InputClosed`` (``reason``: ``timeout``, ``node_finished``) when the
+        request was closed unanswered (``input_closed``): at once if this client has that
+        event already, else as soon as it arrives, even while the answer waits for a
+        reconnect or a rate-limit retry.
 
         Exactly once across drops: the answer carries one ``idempotency_key``; if the
         connection drops before the ``ack``, the same ``node_input`` is sent again after
@@ -189,6 +197,9 @@ class Run(Generic[R]):
         returns once, whether the first copy landed or not; an answer another client gave
         first raises ``InputRejected`` (``input_already_answered``).
         """
+        closed = self._state.closed_input(request_id)
+        if closed is not None:
+            raise InputClosed(self.workflow_id, request_id, closed.reason)
         node = node_id or self._state.node_of(request_id)
         if node is None:
             raise InputRejected(

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from graphwire_client._backoff import ReconnectPolicy
 from graphwire_client._cli_output import HumanOutput, JsonOutput, Output
 from graphwire_client._client import DEFAULT_URL, GraphwireClient
-from graphwire_client._generated.messages import ErrorCode, InputAnswered, InputRequest, PendingInput
+from graphwire_client._generated.messages import ErrorCode, InputAnswered, InputClosed, InputRequest, PendingInput
 from graphwire_client._generated.workflows import WORKFLOW_SCHEMAS
 from graphwire_client._run import Run
 from graphwire_client.exceptions import (
@@ -197,6 +197,8 @@ async def _follow(run: Run[dict[str, Any]], output: Output, *, json_mode: bool, 
                 prompter.add(_pending(event))
             elif isinstance(event, InputAnswered):
                 prompter.answered(event.request_id)
+            elif isinstance(event, InputClosed):
+                prompter.closed_unanswered(event)
     except asyncio.CancelledError:
         if cancel_on_interrupt:
             with contextlib.suppress(Exception):
@@ -268,16 +270,33 @@ class _Prompter:
         self.queue[request.request_id] = request
         self._kick()
 
-    def answered(self, request_id: str) -> None:
+    def answered(self, request_id: str, note: str | None = None) -> None:
         self.closed_ids.add(request_id)
         self.queue.pop(request_id, None)
         if self.current == request_id and self.task is not None and not self.responding:
-            self.task.cancel()  # answered elsewhere while we were asking: stop asking
+            self.task.cancel()  # answered elsewhere (or closed) while we were asking: stop asking
             self.task = None
             self.current = None
             self.output.resume_after_prompt(typed=False)
-            self.output.note(f"input request {request_id} was answered")
+            self.output.note(note or f"input request {request_id} was answered")
             self._kick()
+
+    def closed_unanswered(self, event: InputClosed) -> None:
+        """``input_closed``: stop asking for it, and say so unless another prompt is on screen."""
+        request_id = event.request_id
+        note = f"input request {request_id} of {event.node_id} was closed unanswered ({event.reason.value})"
+        asking = self.task is not None and not self.task.done()
+        if self.current == request_id and self.responding:
+            self.closed_ids.add(request_id)
+            return  # run.respond raises InputClosed, and _work notes it
+        if self.current == request_id and asking:
+            self.answered(request_id, note)  # stops asking, notes it
+            return
+        self.closed_ids.add(request_id)
+        self.queue.pop(request_id, None)
+        if self.current is not None and self.current != request_id and asking:
+            return  # another request's prompt is on screen; this one was never asked
+        self.output.note(note)
 
     def _kick(self) -> None:
         if (self.task is None or self.task.done()) and self.queue and not self.eof:

@@ -16,7 +16,9 @@
     │   ├── UnknownRun              unknown_run
     │   ├── RunFinished             run_finished
     │   ├── InputRejected           no_pending_input, unknown_request,
-    │   │                           input_already_answered, invalid_input
+    │   │   │                       input_already_answered, invalid_input
+    │   │   └── InputClosed             the request was closed unanswered (``input_closed``)
+    │   │                               while the answer waited to be sent or acknowledged
     │   ├── IdempotencyConflict     idempotency_conflict
     │   ├── RateLimited             rate_limited (see ``retry_after``)
     │   ├── TooManyRuns             too_many_runs
@@ -42,7 +44,7 @@ of a ``workflow_failed`` event's ``error.code``.
 
 from __future__ import annotations
 
-from graphwire_client._generated.messages import CloseCode, Error, ErrorCode, ErrorDetail
+from graphwire_client._generated.messages import CloseCode, Error, ErrorCode, ErrorDetail, InputClosedReason
 
 __all__ = [
     "BadRequest",
@@ -56,6 +58,7 @@ __all__ = [
     "GatewayShutdown",
     "GraphwireError",
     "IdempotencyConflict",
+    "InputClosed",
     "InputRejected",
     "InternalServerError",
     "InvalidParams",
@@ -186,6 +189,27 @@ class RunFinished(ServerError):
 
 class InputRejected(ServerError):
     """An answer to an input request was refused (already answered, unknown, not one of the options…)."""
+
+
+class InputClosed(InputRejected):
+    """The input request was closed unanswered (``input_closed``) before this answer landed.
+
+    ``run.respond(...)`` raises it when the run's ``input_closed`` for its request arrives
+    while the answer is still queued, held after ``rate_limited``, or waiting for its
+    ``ack`` (across a reconnect too): the gateway would refuse it with ``unknown_request``
+    (its ``code``). ``reason`` is the event's: ``timeout`` (nobody answered in time) or
+    ``node_finished`` (the node ended without waiting for it).
+    """
+
+    def __init__(self, workflow_id: str, request_id: str, reason: InputClosedReason) -> None:
+        super().__init__(
+            ErrorCode.unknown_request,
+            f"input request {request_id!r} was closed unanswered ({reason.value})",
+            path="request_id",
+            workflow_id=workflow_id,
+        )
+        self.request_id = request_id
+        self.reason = reason
 
 
 class IdempotencyConflict(ServerError):

@@ -1,19 +1,21 @@
 """Batch nodes: `prep` returns items, `exec` runs once per item.
 
-Retries and `exec_fallback` apply per item (the fallback receives the item), and
-the exec result handed to `after_exec` and `post` is the list of per-item results,
-in item order. A `prep` that returns ``None`` is an empty batch.
+Retries and `exec_fallback` apply per item (the fallback receives the item), and the
+exec result handed to `after_exec` and `post` is the list of per-item results, in item
+order. A `prep` that returns ``None`` is an empty batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ._config import Config
 from ._node import AsyncNode, Node
 
-__all__ = ["AsyncBatchNode", "AsyncParallelBatchNode", "BatchNode"]
+__all__ = ["AsyncBatchNode", "AsyncParallelBatchNode", "BatchNode", "ParallelBatchNode"]
 
 
 def _items(prep_res: Iterable[Any] | None) -> list[Any]:
@@ -27,6 +29,32 @@ class BatchNode(Node[Any, Any]):
         return [self._exec_with_retries(item) for item in _items(prep_res)]
 
 
+class ParallelBatchNode(BatchNode):
+    """Runs `exec` for all items at once in a pool of threads (for blocking I/O).
+
+    ``max_workers`` comes first, as in KayGraph (``ParallelBatchNode(8)``); ``None`` lets
+    the pool pick (``min(32, cores + 4)``). Results keep item order; the first failing
+    item's error propagates once the items already started have finished. ``cur_retry``
+    is shared by the items and only indicative here.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        max_retries: int = 1,
+        wait: float = 0,
+        node_id: str | None = None,
+        config: Config | None = None,
+    ) -> None:
+        super().__init__(max_retries=max_retries, wait=wait, node_id=node_id, config=config)
+        self.max_workers = max_workers
+
+    def _exec(self, prep_res: Any) -> list[Any]:
+        items = _items(prep_res)
+        with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
+            return list(pool.map(self._exec_with_retries, items))
+
+
 class AsyncBatchNode(AsyncNode[Any, Any], BatchNode):
     """Awaits `exec_async` for each item, one after the other."""
 
@@ -37,20 +65,11 @@ class AsyncBatchNode(AsyncNode[Any, Any], BatchNode):
 class AsyncParallelBatchNode(AsyncNode[Any, Any], BatchNode):
     """Awaits `exec_async` for all items concurrently (`asyncio.gather`).
 
-    If one item fails for good (after its retries and fallback), the items still
-    running are cancelled and awaited before the error propagates, so no orphan
-    task outlives the node. ``cur_retry`` is shared by the concurrent items and is
-    only indicative here.
+    As in KayGraph, one item failing for good (after its retries and fallback) does not
+    cancel the others: its error propagates and they run to their end. Cancelling the
+    node (a cancelled run) cancels every item. ``cur_retry`` is shared by the concurrent
+    items and only indicative here.
     """
 
     async def _exec_async(self, prep_res: Any) -> list[Any]:
-        tasks = [asyncio.create_task(self._exec_with_retries_async(item)) for item in _items(prep_res)]
-        if not tasks:
-            return []
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        return list(await asyncio.gather(*(self._exec_with_retries_async(item) for item in _items(prep_res))))

@@ -19,12 +19,15 @@ __all__ = ["InputTimeout", "RunContext", "run_context", "use_run_context"]
 
 
 class InputTimeout(TimeoutError):
-    """Raised by a `RunContext` when nobody answered an input request in time.
+    """Raised when nobody answered an input request in time and the run must fail.
 
-    It fails the run: the engine never retries it, never hands it to
-    `exec_fallback` and never offers it to `on_error`, because asking the same
-    human again with the same timeout would only fail again, later. It subclasses
-    `TimeoutError` so that generic ``except TimeoutError`` code also sees it.
+    `WebSocketNode.wait_for_input` returns ``None`` on a timeout (the seed's reading);
+    a node that cannot go on without the answer raises `InputTimeout` itself, as the
+    built-in ``approval`` and ``ticker`` do, and the gateway fails the run with
+    ``input_timeout``. The engine never retries it, never hands it to `exec_fallback`
+    and never offers it to `on_error`, because asking the same human again with the same
+    timeout would only fail again, later. It subclasses `TimeoutError` so that generic
+    ``except TimeoutError`` code also sees it.
     """
 
 
@@ -32,8 +35,13 @@ class RunContext(Protocol):
     """What a run offers its nodes: an event sink and a way to ask a human.
 
     `emit` backs ``node_update`` / ``node_event`` and the other per-node server
-    messages; `request_input` backs ``input_request`` and resolves with the data of
-    the first valid ``node_input`` (or raises `InputTimeout`).
+    messages. An ``input_request`` is opened by `open_input` (sent at once, and
+    answerable from then on), waited on by `wait_input` and closed by `close_input`;
+    `request_input` is the three in one. A wait returns the data of the first valid
+    ``node_input``, or ``None`` when ``timeout`` seconds pass first (a context may
+    instead raise `InputTimeout` to fail the run). A context written before
+    `open_input` existed (`emit` and `request_input` only) still works: `WebSocketNode`
+    then sends an ``approval_request`` as a plain update.
     """
 
     workflow_id: str
@@ -48,8 +56,24 @@ class RunContext(Protocol):
         prompt: str,
         options: list[str] | None,
         timeout: float | None,
-    ) -> dict[str, Any]:
-        """Ask for input on behalf of ``node_id`` and wait for the answer."""
+    ) -> dict[str, Any] | None:
+        """Ask for input on behalf of ``node_id``, wait for the answer, close the request."""
+        ...
+
+    async def open_input(self, node_id: str, prompt: str, options: list[str] | None) -> str:
+        """Send an ``input_request`` for ``node_id`` now and return its ``request_id``.
+
+        The request is open (in snapshots, answerable) until `close_input`; an answer
+        that arrives before `wait_input` is kept for it.
+        """
+        ...
+
+    async def wait_input(self, request_id: str, timeout: float | None) -> dict[str, Any] | None:
+        """Wait for the answer of an open request (at once if it came already), then close it."""
+        ...
+
+    def close_input(self, request_id: str) -> None:
+        """Close a request nobody will wait on; unknown or closed ids are ignored."""
         ...
 
 

@@ -1,29 +1,40 @@
-"""Nodes: the prep → exec → post unit of work, KayGraph-compatible.
+"""Nodes: the prep → exec → post unit of work, with KayGraph's semantics.
 
-A node reads what it needs from the shared store in `prep`, does the work in
-`exec` (the only retried step, so it should not touch the shared store), and
-writes results back in `post`, whose return value is the *action* that picks the
-next node (``None`` means ``"default"``).
+A node reads what it needs from the shared store in `prep`, does the work in `exec` (the
+only retried step, so it should not touch the shared store), and writes results back in
+`post`, whose return value is the *action* that picks the next node (``None`` means
+``"default"``).
 
-Error handling, in order:
+Sync nodes (`BaseNode`, `Node`):
 
-1. `exec` is tried ``max_retries`` times, ``wait`` seconds apart; then
-   `exec_fallback` gets the last exception (by default it re-raises it).
-2. Any exception from `before_prep`, `prep`, exec-after-fallback, `after_exec` or
-   `post` goes to `on_error`; returning ``True`` suppresses it: the exception is
-   kept on ``last_error`` and the node returns action ``None`` ("default").
-3. `InputTimeout` and anything that is not an `Exception` (notably
-   `asyncio.CancelledError`) skip all of the above and propagate at once: a
-   cancelled run must stop now, and a timed-out human would time out again.
+1. `before_prep`, `prep`, `exec` (tried ``max_retries`` times, ``wait`` seconds apart,
+   then `exec_fallback` with the last exception, which re-raises by default),
+   `after_exec`, `post`.
+2. Any `Exception` on the way goes to `on_error`; returning ``True`` suppresses it: the
+   node returns action ``None`` and keeps the exception in ``last_error``.
+
+Async nodes (`AsyncNode`) run `prep_async`, `exec_async` (retried, then
+`exec_fallback_async`) and `post_async`, exactly as KayGraph does: the sync steps and the
+sync hooks are *not* called, and the ``*_async`` steps do not fall back to them. The
+gateway adds three async hooks of its own (`before_prep_async`, `after_exec_async`,
+`on_error_async`) that do nothing unless overridden.
+
+`InputTimeout` and anything that is not an `Exception` (notably
+`asyncio.CancelledError`) skip retries, fallbacks and error hooks: a cancelled run must
+stop now, and a timed-out human would time out again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import time
-from typing import Any, Generic, Self, TypeVar
+import warnings
+from types import TracebackType
+from typing import Any, Generic, Literal, Self, TypeVar
 
+from ._config import Config, as_config
 from ._context import InputTimeout
 
 __all__ = ["Action", "AsyncNode", "BaseNode", "Node", "Shared"]
@@ -42,30 +53,46 @@ NodeT = TypeVar("NodeT", bound="BaseNode[Any, Any]")
 
 
 class BaseNode(Generic[PrepT, ExecT]):
-    """A step of a graph: prep → exec → post, plus hooks and successors.
+    """A step of a graph: prep → exec → post, plus hooks, context and successors.
 
-    `BaseNode` has no retries; `Node` adds them. Graphs are nodes too, so they can
-    be nested and chained with the same operators.
+    `BaseNode` has no retries; `Node` adds them. Graphs are nodes too, so they nest and
+    chain with the same operators.
     """
 
-    def __init__(self, node_id: str | None = None) -> None:
-        self.node_id: str = node_id if node_id is not None else type(self).__name__
+    def __init__(self, node_id: str | None = None, config: Config | None = None) -> None:
+        # Unique by default (the class name plus the object's id), as in KayGraph: two
+        # instances of one class in a graph must not share an id in logs and checkpoints.
+        self.node_id: str = node_id or f"{type(self).__name__}_{id(self)}"
         self.params: dict[str, Any] = {}
+        self.config: Config = as_config(config)
         self.successors: dict[str, BaseNode[Any, Any]] = {}
+        self.logger = logging.getLogger(type(self).__name__)
+        self._execution_context: dict[str, Any] = {}
         self.last_error: Exception | None = None
 
     # -- wiring ---------------------------------------------------------------
 
     def set_params(self, params: dict[str, Any]) -> None:
-        """Replace the node's params with a copy of ``params``."""
+        """Replace the node's params with a copy of ``params`` (a dict)."""
+        if not isinstance(params, dict):
+            # KayGraph's wording: code that ported from it may match on it.
+            raise TypeError(f"Parameters must be a dictionary, got {type(params)}")
         self.params = dict(params)
 
     def next(self, node: NodeT, action: str = DEFAULT_ACTION) -> NodeT:
         """Make ``node`` the successor for ``action``; returns ``node`` for chaining.
 
-        Overwriting an existing successor is allowed and silent: rewiring a graph is
-        legitimate, and a warning would be an error under ``filterwarnings=error``.
+        Replacing an existing successor warns (`UserWarning`): wiring the same action
+        twice is almost always a typo in a graph definition.
         """
+        previous = self.successors.get(action)
+        if previous is not None:
+            warnings.warn(
+                f"Node {self.node_id}: Overwriting successor for action '{action}'."
+                f" Previous: {type(previous).__name__}, New: {type(node).__name__}",
+                UserWarning,
+                stacklevel=2,
+            )
         self.successors[action] = node
         return node
 
@@ -78,6 +105,32 @@ class BaseNode(Generic[PrepT, ExecT]):
         if not isinstance(action, str):
             raise TypeError(f"an action must be a str, not {type(action).__name__}")
         return _Transition(self, action)
+
+    # -- execution context and resources --------------------------------------
+
+    def get_context(self, key: str, default: Any = None) -> Any:
+        """A value of this node's execution context (``start_time``, ``last_execution_time``...)."""
+        return self._execution_context.get(key, default)
+
+    def set_context(self, key: str, value: Any) -> None:
+        """Set a value of this node's execution context."""
+        self._execution_context[key] = value
+
+    def setup_resources(self) -> None:
+        """Called on ``with node:`` entry; open connections, files... here."""
+
+    def cleanup_resources(self) -> None:
+        """Called on ``with node:`` exit, even after an error; close them here."""
+
+    def __enter__(self) -> Self:
+        self.setup_resources()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
+        self.cleanup_resources()
+        return False
 
     # -- user steps -------------------------------------------------------------
 
@@ -99,55 +152,74 @@ class BaseNode(Generic[PrepT, ExecT]):
         """Called before `prep`."""
 
     def after_exec(self, shared: Shared, prep_res: PrepT, exec_res: ExecT) -> None:
-        """Called after `exec` (and fallback) succeeded, before `post`."""
+        """Called after `exec` (and its fallback) succeeded, before `post`."""
 
-    def on_error(self, shared: Shared, exc: Exception) -> bool:
+    def on_error(self, shared: Shared, error: Exception) -> bool:
         """Called when the node failed; return ``True`` to suppress the error."""
         return False
 
     # -- running ----------------------------------------------------------------
 
     def run(self, shared: Shared) -> Action:
-        """Run this node alone (successors are not followed); return its action."""
+        """Run this node alone and return its action; successors are *not* followed.
+
+        Warns (`UserWarning`) when the node has successors: to follow them, run a `Graph`.
+        """
+        if self.successors:
+            # The warnings' texts are KayGraph's, so code that filters or matches them ports.
+            warnings.warn(
+                f"Node {self.node_id}: Has {len(self.successors)} successors but won't execute them."
+                " Use Graph for graph execution.",
+                UserWarning,
+                stacklevel=2,
+            )
         return self._run(shared)
 
     def _run(self, shared: Shared) -> Action:
         self.last_error = None
+        started = time.time()
+        self.set_context("start_time", started)
+        self.logger.debug("node %s: starting", self.node_id)
         try:
             self.before_prep(shared)
             prep_res = self.prep(shared)
-            exec_res = self._exec_step(shared, prep_res)
+            exec_res = self._exec(prep_res)
             self.after_exec(shared, prep_res, exec_res)
-            return self.post(shared, prep_res, exec_res)
+            action = self.post(shared, prep_res, exec_res)
         except InputTimeout:
             raise
         except Exception as exc:
+            self.set_context("last_execution_time", time.time() - started)
+            self.logger.debug("node %s: failed: %s", self.node_id, exc)
             if self.on_error(shared, exc):
                 self.last_error = exc
                 return None
             raise
+        self.set_context("last_execution_time", time.time() - started)
+        self.logger.debug("node %s: done with action %r", self.node_id, action)
+        return action
 
     async def _run_async(self, shared: Shared) -> Action:
         """How an async graph runs a sync node: in a worker thread, never on the event loop.
 
         A sync ``exec`` that sleeps or computes for seconds (or a retry ``wait``) would
         otherwise stop every other run and connection of the gateway. The thread sees the
-        run's context variables (``asyncio.to_thread`` copies them); the pool is the
-        loop's default executor, bounded at ``min(32, cores + 4)`` threads. A cancelled run
-        stops waiting at once; the thread finishes its node in the background and its
-        result is dropped.
+        run's context variables (``asyncio.to_thread`` copies them); the pool is the loop's
+        default executor. A cancelled run stops waiting at once; the thread finishes its
+        node in the background and its result is dropped.
         """
         return await asyncio.to_thread(self._run, shared)
-
-    def _exec_step(self, shared: Shared, prep_res: PrepT) -> ExecT:
-        """The "exec" phase as the lifecycle sees it; graphs orchestrate here."""
-        return self._exec(prep_res)
 
     def _exec(self, prep_res: PrepT) -> ExecT:
         return self.exec(prep_res)
 
     def _copy_for_run(self) -> Self:
-        """A shallow copy for one run, so per-run state never leaks between runs."""
+        """The shallow copy a graph runs (KayGraph's ``copy.copy``), with gateway state fresh.
+
+        Shallow, as in KayGraph: mutable attributes (``successors``, a `MetricsNode`'s
+        ``metrics``, the execution context) stay shared with the graph's node, so a node's
+        stats read after a run count the runs of its copies.
+        """
         clone = copy.copy(self)
         clone._reset_run_state()
         return clone
@@ -173,17 +245,23 @@ class _Transition:
 
 
 class Node(BaseNode[PrepT, ExecT]):
-    """A node whose `exec` is retried, with a fallback when all tries fail."""
+    """A node whose `exec` is tried up to ``max_retries`` times, then `exec_fallback`."""
 
     # KayGraph's argument order, so a positional ``Node(3, 0.5)`` ports unchanged.
-    def __init__(self, max_retries: int = 1, wait: float = 0, node_id: str | None = None) -> None:
-        super().__init__(node_id=node_id)
+    def __init__(
+        self,
+        max_retries: int = 1,
+        wait: float = 0,
+        node_id: str | None = None,
+        config: Config | None = None,
+    ) -> None:
+        super().__init__(node_id=node_id, config=config)
         self.max_retries = max_retries
         self.wait = wait
         self.cur_retry = 0
 
     def exec_fallback(self, prep_res: PrepT, exc: Exception) -> ExecT:
-        """Called with the last error once every try of `exec` failed."""
+        """Called with the last error once every try of `exec` failed; re-raises by default."""
         raise exc
 
     def _exec(self, prep_res: PrepT) -> ExecT:
@@ -191,83 +269,85 @@ class Node(BaseNode[PrepT, ExecT]):
         return result
 
     def _exec_with_retries(self, prep_res: Any) -> Any:
-        # ``max_retries`` below 1 still means one try, as "no retries".
-        attempts = max(1, self.max_retries)
-        attempt = 0
-        while True:
+        for attempt in range(self.max_retries):
             self.cur_retry = attempt
             try:
                 return self.exec(prep_res)
             except InputTimeout:
                 raise
             except Exception as exc:
-                if attempt + 1 >= attempts:
+                self.logger.debug("node %s: try %d of %d failed: %s", self.node_id, attempt + 1, self.max_retries, exc)
+                if attempt == self.max_retries - 1:
                     return self.exec_fallback(prep_res, exc)
-            if self.wait > 0:
-                time.sleep(self.wait)
-            attempt += 1
+                if self.wait > 0:
+                    time.sleep(self.wait)
+        raise _no_tries(self)
 
     def _reset_run_state(self) -> None:
         super()._reset_run_state()
         self.cur_retry = 0
 
 
-class AsyncNode(Node[PrepT, ExecT]):
-    """A node with ``*_async`` steps and hooks, run with ``await run_async(shared)``.
+def _no_tries(node: Node[Any, Any]) -> RuntimeError:
+    # KayGraph fails the same way (a RuntimeError) when max_retries < 1; ours says why.
+    return RuntimeError(
+        f"node {node.node_id}: max_retries is {node.max_retries}, so exec was never tried"
+        " (max_retries counts tries: 1 means no retry)"
+    )
 
-    Every async step and hook defaults to calling its sync twin, so a node may
-    override either form (``on_error`` or ``on_error_async``, ``post`` or
-    ``post_async``...).
-    """
+
+class AsyncNode(Node[PrepT, ExecT]):
+    """A node with async steps, run with ``await node.run_async(shared)`` or in an `AsyncGraph`."""
 
     async def prep_async(self, shared: Shared) -> PrepT:
-        """Async `prep`; defaults to calling `prep`."""
-        return self.prep(shared)
+        """Read what `exec_async` needs from the shared store."""
+        return None  # type: ignore[return-value]
 
     async def exec_async(self, prep_res: PrepT) -> ExecT:
-        """Async `exec`, the retried step; defaults to calling `exec`."""
-        return self.exec(prep_res)
+        """Do the work; retried like `exec`."""
+        return None  # type: ignore[return-value]
 
     async def exec_fallback_async(self, prep_res: PrepT, exc: Exception) -> ExecT:
-        """Async `exec_fallback`; defaults to calling `exec_fallback` (re-raise)."""
-        return self.exec_fallback(prep_res, exc)
+        """Called with the last error once every try failed; re-raises by default."""
+        raise exc
 
     async def post_async(self, shared: Shared, prep_res: PrepT, exec_res: ExecT) -> Action:
-        """Async `post`; defaults to calling `post`."""
-        return self.post(shared, prep_res, exec_res)
+        """Write results to the shared store and return the next action."""
+        return None
+
+    # Gateway additions, not in KayGraph: do nothing unless overridden.
 
     async def before_prep_async(self, shared: Shared) -> None:
-        """Async `before_prep`; defaults to calling `before_prep`."""
-        self.before_prep(shared)
+        """Called before `prep_async` (a graphwire addition)."""
 
     async def after_exec_async(self, shared: Shared, prep_res: PrepT, exec_res: ExecT) -> None:
-        """Async `after_exec`; defaults to calling `after_exec`."""
-        self.after_exec(shared, prep_res, exec_res)
+        """Called after `exec_async` succeeded, before `post_async` (a graphwire addition)."""
 
-    async def on_error_async(self, shared: Shared, exc: Exception) -> bool:
-        """Async `on_error`; defaults to calling `on_error`."""
-        return self.on_error(shared, exc)
-
-    def run(self, shared: Shared) -> Action:
-        raise RuntimeError(f"{self.node_id} is an async node: use `await node.run_async(shared)`")
+    async def on_error_async(self, shared: Shared, error: Exception) -> bool:
+        """Called when the node failed; ``True`` suppresses the error (a graphwire addition)."""
+        return False
 
     def _run(self, shared: Shared) -> Action:
         raise RuntimeError(
-            f"{self.node_id} is an async node: run it with `await node.run_async(shared)` or inside an AsyncGraph"
+            f"Use run_async for AsyncNode: {self.node_id} runs with `await node.run_async(shared)`"
+            " or inside an AsyncGraph"
         )
 
     async def run_async(self, shared: Shared) -> Action:
-        """Run this node alone (successors are not followed); return its action."""
+        """Run this node alone and return its action; successors are *not* followed (warns)."""
+        if self.successors:
+            warnings.warn("Node won't run successors. Use AsyncGraph.", UserWarning, stacklevel=2)
         return await self._run_async(shared)
 
     async def _run_async(self, shared: Shared) -> Action:
         self.last_error = None
+        self.logger.debug("node %s: starting", self.node_id)
         try:
             await self.before_prep_async(shared)
             prep_res = await self.prep_async(shared)
-            exec_res = await self._exec_step_async(shared, prep_res)
+            exec_res = await self._exec_async(prep_res)
             await self.after_exec_async(shared, prep_res, exec_res)
-            return await self.post_async(shared, prep_res, exec_res)
+            action = await self.post_async(shared, prep_res, exec_res)
         except InputTimeout:
             raise
         except Exception as exc:
@@ -275,27 +355,24 @@ class AsyncNode(Node[PrepT, ExecT]):
                 self.last_error = exc
                 return None
             raise
-
-    async def _exec_step_async(self, shared: Shared, prep_res: PrepT) -> ExecT:
-        """The async "exec" phase as the lifecycle sees it; graphs orchestrate here."""
-        return await self._exec_async(prep_res)
+        self.logger.debug("node %s: done with action %r", self.node_id, action)
+        return action
 
     async def _exec_async(self, prep_res: PrepT) -> ExecT:
         result: ExecT = await self._exec_with_retries_async(prep_res)
         return result
 
     async def _exec_with_retries_async(self, prep_res: Any) -> Any:
-        attempts = max(1, self.max_retries)
-        attempt = 0
-        while True:
+        for attempt in range(self.max_retries):
             self.cur_retry = attempt
             try:
                 return await self.exec_async(prep_res)
             except InputTimeout:
                 raise
             except Exception as exc:
-                if attempt + 1 >= attempts:
+                self.logger.debug("node %s: try %d of %d failed: %s", self.node_id, attempt + 1, self.max_retries, exc)
+                if attempt == self.max_retries - 1:
                     return await self.exec_fallback_async(prep_res, exc)
-            if self.wait > 0:
-                await asyncio.sleep(self.wait)
-            attempt += 1
+                if self.wait > 0:
+                    await asyncio.sleep(self.wait)
+        raise _no_tries(self)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphwire.graph import AsyncGraph, AsyncNode, WebSocketNode
+from graphwire.graph import AsyncGraph, AsyncNode, InputTimeout, WebSocketNode
 
 __all__ = ["build_approval"]
 
@@ -16,7 +16,10 @@ class Approve(WebSocketNode[tuple[str, float], dict[str, Any]]):
 
     async def exec_async(self, prep_res: tuple[str, float]) -> dict[str, Any]:
         message, timeout = prep_res
-        return await self.wait_for_input(prompt=message, options=["yes", "no"], timeout=timeout)
+        answer = await self.wait_for_input(prompt=message, options=["yes", "no"], timeout=timeout)
+        if answer is None:  # no decision, no result: the run fails with input_timeout
+            raise InputTimeout(f"no answer to {message!r} within {timeout:g} s")
+        return answer
 
     async def post_async(
         self, shared: dict[str, Any], prep_res: tuple[str, float], exec_res: dict[str, Any]

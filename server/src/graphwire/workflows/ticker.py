@@ -11,7 +11,7 @@ import asyncio
 import time
 from typing import Any
 
-from graphwire.graph import AsyncGraph, WebSocketNode
+from graphwire.graph import AsyncGraph, InputTimeout, WebSocketNode
 
 __all__ = ["build_ticker"]
 
@@ -29,7 +29,9 @@ class Tick(WebSocketNode[dict[str, Any], int]):
         payload = "x" * int(prep_res.get("payload_bytes", 100))
         interval = float(prep_res.get("interval_ms", 0)) / 1000.0
         if prep_res.get("wait_for_go"):
-            await self.wait_for_input(prompt="Send the ticks?", options=["go"], timeout=GO_TIMEOUT)
+            prompt = "Send the ticks?"
+            if await self.wait_for_input(prompt=prompt, options=["go"], timeout=GO_TIMEOUT) is None:
+                raise InputTimeout(f"no answer to {prompt!r} within {GO_TIMEOUT:g} s")
         for i in range(1, count + 1):
             await self.send_update("tick", {"i": i, "sent_at": time.time(), "payload": payload})
             if interval:
