@@ -16,7 +16,7 @@ STATIC := server/src/graphwire/static
 DOCS_PAGE := $(STATIC)/docs/asyncapi.html
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup gen gen-check run test lint fmt clean bench docs chromium fuzz
+.PHONY: setup gen gen-check run test lint fmt clean bench docs chromium redis-server fuzz
 
 setup: $(STAMP) $(TOOLS_STAMP) $(JS_STAMP) $(JS)/dist/index.js $(STATIC)/demo/index.html $(DOCS_PAGE) chromium
 
@@ -57,6 +57,13 @@ chromium:
 		echo "installing Debian's chromium for the browser tests"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
+# Debian's redis-server for the cluster tests: each test session starts its own on a free
+# loopback port (tests/redis_proc.py); the package's system service is not used.
+redis-server:
+	@command -v redis-server >/dev/null || { \
+		echo "installing Debian's redis-server for the cluster tests"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; }
+
 gen: $(STAMP) $(JS_STAMP)
 	$(PY) -m graphwire_codegen generate
 
@@ -66,7 +73,7 @@ gen-check: $(STAMP) $(JS_STAMP)
 run: $(STAMP)
 	$(VENV)/bin/graphwire serve --host $(HOST) --port $(PORT)
 
-test: setup gen-check
+test: setup gen-check redis-server
 	$(PY) -m pytest
 
 lint: setup

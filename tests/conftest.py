@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness import Server, start_server, stop_server
+from redis_proc import RedisServer, start_redis
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +16,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield running
     stop_server(running)
     assert "Traceback" not in running.log(), running.log()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real ``redis-server`` for the session, started by the first test that asks for it.
+
+    Fault tests may stop, kill or restart it; ``redis_url`` brings it back for the next test.
+    """
+    running = start_redis(tmp_path_factory.mktemp("redis"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, running and empty (``FLUSHALL``) for this test: ``redis://127.0.0.1:N/0``."""
+    if not redis_server.running:
+        redis_server.restart()
+    redis_server.flushall()
+    return redis_server.url

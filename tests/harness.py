@@ -78,7 +78,11 @@ ROOMY_RATE_LIMITS = {
 
 
 def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
-    port = free_port()
+    return _wait_healthy(_spawn_server(tmp, *extra, env=env))
+
+
+def _spawn_server(tmp: Path, *extra: str, env: dict[str, str] | None = None, port: int | None = None) -> Server:
+    port = port or free_port()
     log_path = tmp / f"graphwire-{port}.log"
     environment = {**os.environ, "PYTHONPATH": str(ROOT / "server" / "tests"), **ROOMY_RATE_LIMITS, **(env or {})}
     with log_path.open("wb") as log_file:
@@ -98,7 +102,11 @@ def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> S
             stderr=subprocess.STDOUT,
             env=environment,
         )
-    server = Server(process, port, log_path)
+    return Server(process, port, log_path)
+
+
+def _wait_healthy(server: Server) -> Server:
+    process = server.process
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -110,6 +118,39 @@ def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> S
             time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"graphwire serve did not become healthy:\n{server.log()}")
+
+
+def start_cluster(tmp: Path, n: int, redis_url: str, *extra: str, env: dict[str, str] | None = None) -> list[Server]:
+    """``n`` gateways sharing the Redis at ``redis_url`` (``GRAPHWIRE_REDIS_URL``), each on its own port.
+
+    They start side by side; if one fails, all are stopped and the error names its log.
+    """
+    environment = {"GRAPHWIRE_REDIS_URL": redis_url, **(env or {})}
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    servers = [_spawn_server(tmp, *extra, env=environment, port=port) for port in sorted(ports)]
+    try:
+        for server in servers:
+            _wait_healthy(server)
+    except BaseException:
+        stop_cluster(servers)
+        raise
+    return servers
+
+
+def stop_cluster(servers: list[Server]) -> None:
+    """Stop every gateway: all are asked at once (SIGTERM), then each is waited for."""
+    for server in servers:
+        if server.process.poll() is None:
+            server.process.terminate()
+    deadline = time.monotonic() + 10
+    for server in servers:
+        try:
+            server.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
 
 
 def stop_server(server: Server) -> None:

@@ -76,7 +76,14 @@ async def test_custom_workflow_from_the_users_folder(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            f"{command} --port {port}", shell=True, cwd=tmp_path, env=user_env(), stdout=out, stderr=subprocess.STDOUT
+            # `exec`: the shell becomes the gateway, so terminate() below stops the gateway
+            # itself rather than only the shell (which left the gateway running).
+            f"exec {command} --port {port}",
+            shell=True,
+            cwd=tmp_path,
+            env=user_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         client = None

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, HTTPException, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, field_validator
 from starlette.types import Receive, Scope, Send
@@ -24,7 +24,8 @@ from graphwire import docs_page
 from graphwire._direct import direct_text_writer
 from graphwire._generated.messages import CloseCode, Connected, ErrorCode
 from graphwire.auth import SUBPROTOCOL, Authenticator, Principal, TokenRefused, origin_allowed, presented_token
-from graphwire.connections import Connection, ConnectionManager
+from graphwire.broker import Broker, create_broker
+from graphwire.connections import Connection, ConnectionManager, Reach
 from graphwire.protocol import (
     CHAT_MESSAGES,
     MAX_NESTING,
@@ -67,13 +68,14 @@ def _static_page(name: str, what: str, command: str) -> Response:
 
 
 class Gateway:
-    """One gateway process: settings, workflows, runs and connections."""
+    """One gateway process: settings, workflows, runs, connections and the broker to the others."""
 
-    def __init__(self, settings: Settings, registry: WorkflowRegistry) -> None:
+    def __init__(self, settings: Settings, registry: WorkflowRegistry, broker: Broker | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.auth = Authenticator(settings)
-        self.connections = ConnectionManager(settings.flush_quiet_ms / 1000.0)
+        self.broker = broker if broker is not None else create_broker(settings)
+        self.connections = ConnectionManager(settings.flush_quiet_ms / 1000.0, self.broker)
         self.runs = RunManager(settings, self.connections.flusher)
         self.router = Router(registry, self.runs, self.connections, self.auth, CommandLimits(settings))
 
@@ -284,18 +286,46 @@ OPERATOR: dict[int | str, dict[str, Any]] = {
 
 
 class Delivered(BaseModel):
+    """What a broadcast or publish reached."""
+
+    delivered: int = Field(description="Connections on the gateway that answered this request that got the message.")
+    gateways: int | None = Field(
+        default=None,
+        description="With Redis (GRAPHWIRE_REDIS_URL): how many other gateways received it to fan out to "
+        "their own members (those watching the group or topic). Absent on a single gateway.",
+    )
+
+
+class Undelivered(BaseModel):
+    """Redis did not take the message: only this gateway's members got it."""
+
+    detail: str
     delivered: int
 
 
-def create_app(settings: Settings | None = None, registry: WorkflowRegistry | None = None) -> GatewayApp:
-    """The gateway as an ASGI app; with no arguments, the embedded defaults."""
+CLUSTER_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {
+        "model": Undelivered,
+        "description": "With Redis: Redis did not take the message within GRAPHWIRE_REDIS_TIMEOUT, so only this "
+        "gateway's members (`delivered`) got it. A retry may repeat it for them.",
+    }
+}
+
+
+def create_app(
+    settings: Settings | None = None, registry: WorkflowRegistry | None = None, broker: Broker | None = None
+) -> GatewayApp:
+    """The gateway as an ASGI app; with no arguments, the embedded defaults.
+
+    ``broker`` defaults to what the settings say: Redis with ``redis_url``, else in-process.
+    """
     settings = settings or Settings()
     if registry is None:
         registry = WorkflowRegistry()
         register_builtin_workflows(registry)
         for target in settings.workflows:
             registry.load(target)
-    gateway = Gateway(settings, registry)
+    gateway = Gateway(settings, registry, broker)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -309,6 +339,8 @@ def create_app(settings: Settings | None = None, registry: WorkflowRegistry | No
             asyncio.get_running_loop(), settings.loop_block_warn_ms / 1000, describe_runs(gateway.runs.runs)
         )
         watchdog.start()
+        # The broker (Redis) before the first socket; closed last, once uvicorn closed them all.
+        await gateway.broker.start(gateway.connections.deliver_remote)
         try:
             yield
         finally:
@@ -316,7 +348,10 @@ def create_app(settings: Settings | None = None, registry: WorkflowRegistry | No
             try:
                 await gateway.runs.shutdown()
             finally:
-                watchdog.stop()
+                try:
+                    await gateway.broker.close()
+                finally:
+                    watchdog.stop()
 
     sockets = {"/ws/workflow": WORKFLOW_MESSAGES, "/ws/chat": CHAT_MESSAGES}
     app = GatewayApp(gateway, sockets, title="graphwire", version="0.1.0", lifespan=lifespan)
@@ -394,15 +429,40 @@ def create_app(settings: Settings | None = None, registry: WorkflowRegistry | No
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
-    @app.post("/api/broadcast", responses=OPERATOR, dependencies=[Depends(admin)], openapi_extra=operator_security)
-    async def broadcast(body: BroadcastRequest) -> Delivered:
-        """``manager.broadcast_to_group`` over HTTP, for back-ends that alert a group."""
-        return Delivered(delivered=gateway.connections.broadcast_to_group(body.group, body.message, body.level))
+    def answer(reach: Reach) -> Delivered | JSONResponse:
+        if not gateway.broker.shared:
+            return Delivered(delivered=reach.delivered)
+        if reach.gateways is None:
+            # Partly done: a 503 makes the outage visible to the caller and its monitoring.
+            body = Undelivered(
+                detail="Redis is out of reach: only this gateway's members got it", delivered=reach.delivered
+            )
+            return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "1"})
+        return Delivered(delivered=reach.delivered, gateways=reach.gateways)
 
-    @app.post("/api/publish", responses=OPERATOR, dependencies=[Depends(admin)], openapi_extra=operator_security)
-    async def publish(body: PublishRequest) -> Delivered:
-        """Publish ``data`` on a topic."""
-        return Delivered(delivered=gateway.connections.publish(body.topic, body.data))
+    @app.post(
+        "/api/broadcast",
+        responses={**OPERATOR, **CLUSTER_DOWN},
+        dependencies=[Depends(admin)],
+        openapi_extra=operator_security,
+        response_model=Delivered,
+        response_model_exclude_none=True,
+    )
+    async def broadcast(body: BroadcastRequest) -> Delivered | JSONResponse:
+        """``manager.broadcast_to_group`` over HTTP, for back-ends that alert a group, on every gateway."""
+        return answer(await gateway.connections.broadcast_to_group_everywhere(body.group, body.message, body.level))
+
+    @app.post(
+        "/api/publish",
+        responses={**OPERATOR, **CLUSTER_DOWN},
+        dependencies=[Depends(admin)],
+        openapi_extra=operator_security,
+        response_model=Delivered,
+        response_model_exclude_none=True,
+    )
+    async def publish(body: PublishRequest) -> Delivered | JSONResponse:
+        """Publish ``data`` on a topic, on every gateway."""
+        return answer(await gateway.connections.publish_everywhere(body.topic, body.data))
 
     if gateway.auth.enabled:
         generated = app.openapi

@@ -1,5 +1,10 @@
 """Connections, their bounded send queues, groups and topic fan-out.
 
+Groups and topics span the deployment: this gateway fans a broadcast out to its own
+members and hands the same encoded frame to the broker (``graphwire.broker``), which
+brings it to the other gateways' members; frames they send arrive in ``deliver_remote``.
+With the in-process broker (one gateway) nothing leaves the process.
+
 A frame reaches this module already serialised (once per event); fan-out hands the same
 ``str`` to every subscriber. On a calm loop it is written at once; under flat-out load
 (see ``Flusher``) it is queued, and when several frames wait for one connection they
@@ -14,22 +19,30 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from graphwire import _eager
 from graphwire._generated.messages import CloseCode, ErrorCode, SystemAlert, TopicMessage
 from graphwire.auth import Principal
+from graphwire.broker import Broker, BrokerUnavailable, LocalBroker
 from graphwire.protocol import ProtocolError, encode, now
 from graphwire.settings import Settings
 
-__all__ = ["Connection", "ConnectionManager", "Flusher", "ensure_room"]
+__all__ = ["GROUP", "TOPIC", "Connection", "ConnectionManager", "Flusher", "Reach", "Ready", "ensure_room"]
 
 log = logging.getLogger("graphwire.connections")
 
 SendText = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
+
+# Broker channels: a group's and a topic's.
+GROUP = "group:"
+TOPIC = "topic:"
+
+# A membership change is in force on every gateway when this is done (None: already).
+Ready = asyncio.Future[None] | None
 
 _BATCH_HEAD = '{"type":"batch","messages":['
 # New fan-out frames this soon after a write mean their producers never paused.
@@ -330,11 +343,24 @@ def ensure_room(conn: Connection, adding: int, reply_to: str | None) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """Who a broadcast or publish reached: this gateway's connections, and how many other gateways.
+
+    ``gateways`` is ``None`` when the broker could not take the frame (Redis out of reach):
+    only this gateway's members got it.
+    """
+
+    delivered: int
+    gateways: int | None
+
+
 class ConnectionManager:
     """Every live connection of this gateway process, by client id, group and topic."""
 
-    def __init__(self, flush_quiet: float = 0.001) -> None:
+    def __init__(self, flush_quiet: float = 0.001, broker: Broker | None = None) -> None:
         self.flusher = Flusher(flush_quiet)
+        self.broker: Broker = broker if broker is not None else LocalBroker()
         self.connections: dict[str, Connection] = {}
         self.groups: dict[str, set[Connection]] = {}
         self.topics: dict[str, set[Connection]] = {}
@@ -354,9 +380,11 @@ class ConnectionManager:
         conn.runs.clear()
         await conn.stop()
 
-    def join_group(self, conn: Connection, group: str) -> None:
+    def join_group(self, conn: Connection, group: str) -> Ready:
+        """Add ``conn`` to ``group``; the result says when broadcasts from any gateway reach it."""
         self.groups.setdefault(group, set()).add(conn)
         conn.groups.add(group)
+        return self.broker.watch(GROUP + group)
 
     def leave_group(self, conn: Connection, group: str) -> None:
         members = self.groups.get(group)
@@ -364,11 +392,14 @@ class ConnectionManager:
             members.discard(conn)
             if not members:
                 del self.groups[group]
+                self.broker.unwatch(GROUP + group)
         conn.groups.discard(group)
 
-    def subscribe_topic(self, conn: Connection, topic: str) -> None:
+    def subscribe_topic(self, conn: Connection, topic: str) -> Ready:
+        """Subscribe ``conn`` to ``topic``; the result says when publishes from any gateway reach it."""
         self.topics.setdefault(topic, set()).add(conn)
         conn.topics.add(topic)
+        return self.broker.watch(TOPIC + topic)
 
     def unsubscribe_topic(self, conn: Connection, topic: str) -> None:
         members = self.topics.get(topic)
@@ -376,23 +407,63 @@ class ConnectionManager:
             members.discard(conn)
             if not members:
                 del self.topics[topic]
+                self.broker.unwatch(TOPIC + topic)
         conn.topics.discard(topic)
 
     def broadcast_to_group(self, group: str, message: str, level: str = "info") -> int:
-        """Send ``system_alert`` to the members of ``group`` only; returns how many got it."""
+        """Send ``system_alert`` to the members of ``group`` only, on every gateway.
+
+        Returns how many of this gateway's connections got it; the other gateways get it
+        through the broker, in order, without waiting (``broadcast_to_group_everywhere``
+        waits and counts them).
+        """
         members = self.groups.get(group, ())
-        if not members:
+        if not members and not self.broker.shared:
             return 0
         frame = encode(SystemAlert(type="system_alert", group=group, message=message, level=level, timestamp=now()))
-        return self.flusher.fan_out(members, frame)
+        if self.broker.shared:
+            self.broker.send(GROUP + group, frame)
+        return self.flusher.fan_out(members, frame) if members else 0
 
     def publish(self, topic: str, data: dict[str, Any]) -> int:
-        """Send ``topic_message`` to the subscribers of ``topic``; returns how many got it."""
+        """Send ``topic_message`` to the subscribers of ``topic`` on every gateway; as ``broadcast_to_group``."""
         members = self.topics.get(topic, ())
-        if not members:
+        if not members and not self.broker.shared:
             return 0
         frame = encode(TopicMessage(type="topic_message", topic=topic, data=data, timestamp=now()))
-        return self.flusher.fan_out(members, frame)
+        if self.broker.shared:
+            self.broker.send(TOPIC + topic, frame)
+        return self.flusher.fan_out(members, frame) if members else 0
+
+    async def broadcast_to_group_everywhere(self, group: str, message: str, level: str = "info") -> Reach:
+        """``broadcast_to_group``, waiting (at most the broker's timeout) to count the other gateways."""
+        frame = encode(SystemAlert(type="system_alert", group=group, message=message, level=level, timestamp=now()))
+        return await self._everywhere(self.groups.get(group, ()), GROUP + group, frame)
+
+    async def publish_everywhere(self, topic: str, data: dict[str, Any]) -> Reach:
+        """``publish``, waiting (at most the broker's timeout) to count the other gateways."""
+        frame = encode(TopicMessage(type="topic_message", topic=topic, data=data, timestamp=now()))
+        return await self._everywhere(self.topics.get(topic, ()), TOPIC + topic, frame)
+
+    async def _everywhere(self, members: Collection[Connection], channel: str, frame: str) -> Reach:
+        delivered = self.flusher.fan_out(members, frame) if members else 0
+        if not self.broker.shared:
+            return Reach(delivered, 0)
+        try:
+            return Reach(delivered, await self.broker.publish(channel, frame))
+        except BrokerUnavailable:
+            return Reach(delivered, None)
+
+    def deliver_remote(self, channel: str, frame: str) -> None:
+        """A frame another gateway broadcast on ``channel``: to this gateway's members of it."""
+        if channel.startswith(GROUP):
+            members = self.groups.get(channel[len(GROUP) :])
+        elif channel.startswith(TOPIC):
+            members = self.topics.get(channel[len(TOPIC) :])
+        else:
+            return
+        if members:
+            self.flusher.fan_out(members, frame)
 
     async def drain(self, budget: float) -> None:
         """Wait, at most ``budget`` seconds, until no connection has frames waiting."""

@@ -11,6 +11,10 @@ a ``workflow_id`` tells nothing to someone who may not see it.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
+
 from pydantic import BaseModel
 
 from graphwire._generated.messages import (
@@ -30,13 +34,15 @@ from graphwire._generated.messages import (
     Unsubscribe,
 )
 from graphwire.auth import Authenticator, TokenRefused
-from graphwire.connections import Connection, ConnectionManager, ensure_room
+from graphwire.connections import Connection, ConnectionManager, Ready, ensure_room
 from graphwire.protocol import ProtocolError, encode, error_frame, now
 from graphwire.rate_limits import ABUSE, CommandLimits
 from graphwire.registry import WorkflowRegistry
 from graphwire.runs import Run, RunManager
 
 __all__ = ["Router"]
+
+log = logging.getLogger("graphwire.router")
 
 
 class Router:
@@ -107,8 +113,8 @@ class Router:
                 )
             if message.group not in conn.groups:
                 ensure_room(conn, 1, message.id)
-            self.connections.join_group(conn, message.group)
-            self._ack(conn, message.id, "join_group")
+            ready = self.connections.join_group(conn, message.group)
+            _reply_when(conn, [ready], lambda: self._ack(conn, message.id, "join_group"))
         elif isinstance(message, LeaveGroup):
             self.connections.leave_group(conn, message.group)
             self._ack(conn, message.id, "leave_group")
@@ -179,12 +185,15 @@ class Router:
                 adding += 1
         # Refused before anything changes: no topic is added when the run part is refused.
         ensure_room(conn, adding, message.id)
-        for topic in topics:
-            self.connections.subscribe_topic(conn, topic)
-        if run is None:
-            conn.enqueue(encode(Subscribed(type="subscribed", reply_to=message.id, topics=sorted(conn.topics))))
-            return
-        self.runs.subscribe(conn, run, message.since_seq or 0, message.id)
+        ready = [self.connections.subscribe_topic(conn, topic) for topic in topics]
+
+        def reply() -> None:
+            if run is None:
+                conn.enqueue(encode(Subscribed(type="subscribed", reply_to=message.id, topics=sorted(conn.topics))))
+            else:
+                self.runs.subscribe(conn, run, message.since_seq or 0, message.id)
+
+        _reply_when(conn, ready, reply)
 
     def refresh_token(self, conn: Connection, message: RefreshToken) -> None:
         """A fresh token for the same ``sub``; then every watched run is checked again."""
@@ -219,3 +228,29 @@ class Router:
     @staticmethod
     def _ack(conn: Connection, reply_to: str | None, command: str, workflow_id: str | None = None) -> None:
         conn.enqueue(encode(Ack(type="ack", reply_to=reply_to, command=command, workflow_id=workflow_id)))
+
+
+def _reply_when(conn: Connection, ready: list[Ready], reply: Callable[[], None]) -> None:
+    """Answer now, or once the broker has made the new memberships good on every gateway.
+
+    An answer (``ack``, ``subscribed``) promises that broadcasts from any gateway reach
+    the connection from then on; with Redis that takes a SUBSCRIBE's round trip (bounded
+    by ``redis_timeout``). The in-process broker is always ready: the answer goes at once.
+    """
+    waiting = [future for future in ready if future is not None and not future.done()]
+    if not waiting:
+        reply()
+        return
+
+    def answer(_: object) -> None:
+        if conn.closed:
+            return
+        try:
+            reply()
+        except ProtocolError as exc:
+            conn.enqueue(error_frame(exc))
+        except Exception:
+            log.exception("internal error answering %s", conn.client_id)
+            conn.enqueue(error_frame(ProtocolError(ErrorCode.internal_error, "internal error")))
+
+    (waiting[0] if len(waiting) == 1 else asyncio.gather(*waiting)).add_done_callback(answer)

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     )
     # A connection refused this many times the per-connection limit within its window is closed with 1008.
     rate_limit_close_after: float = Field(default=3.0, ge=1.0)
+    # Many gateways, one deployment: "redis://[user:password@]host:port/db" (rediss:// for
+    # TLS, unix:///path.sock) switches from the in-process broker to Redis (graphwire.broker).
+    redis_url: str | None = Field(default=None, pattern=r"^(redis|rediss|unix)://")
+    # Longest a Redis operation may take (connect, PUBLISH, a subscription's confirmation)
+    # before it counts as failed; the gateway never waits on Redis for longer.
+    redis_timeout: float = Field(default=2.0, gt=0, le=60)
 
 
 class SettingsProblem(ValueError):
@@ -126,7 +132,13 @@ class SettingsProblem(ValueError):
 _FORMS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
+# Forms no annotation says.
+_NAMED_FORMS = {"redis_url": "a URL: redis://host:6379/0, rediss://... (TLS) or unix:///path/to/redis.sock"}
+
+
 def _expected(name: str) -> str:
+    if name in _NAMED_FORMS:
+        return _NAMED_FORMS[name]
     annotation = Settings.model_fields[name].annotation
     if annotation in _FORMS:
         return _FORMS[annotation]

@@ -1,0 +1,262 @@
+"""The Redis broker against the session's real ``redis-server`` (``tests/conftest.py``).
+
+Two ``RedisBroker``s (two gateways, as far as Redis can tell) run in one event loop, so
+each assertion sees both sides; ``test_cluster_groups.py`` does the same with real
+``graphwire serve`` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from graphwire.broker import (
+    BrokerUnavailable,
+    RedisBroker,
+)
+from graphwire.connections import GROUP, Connection, ConnectionManager
+from graphwire.settings import Settings
+from harness import free_port
+from redis_proc import RedisServer
+
+TIMEOUT = 1.0  # the brokers' redis_timeout here: faults are noticed fast
+
+
+class Wire:
+    """Stands in for a socket: records each frame written."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+
+    def write(self, text: str) -> bool:
+        frame = json.loads(text)
+        self.frames.extend(frame["messages"] if frame["type"] == "batch" else [frame])
+        return True
+
+    async def send(self, text: str) -> None:
+        self.write(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        raise AssertionError(f"closed with {code}: {reason}")
+
+
+def connection(manager: ConnectionManager, name: str) -> tuple[Connection, Wire]:
+    wire = Wire()
+    conn = Connection(name, wire.send, wire.close, Settings(), write_now=wire.write)
+    manager.add(conn)
+    return conn, wire
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "the condition") -> None:
+    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+# -- the Redis broker against a real Redis -------------------------------------------------
+
+
+class Inbox:
+    """What one broker's ``on_frame`` received."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[str, str]] = []
+
+    def __call__(self, channel: str, frame: str) -> None:
+        self.frames.append((channel, frame))
+
+
+@pytest.fixture
+async def pair(redis_url: str) -> AsyncIterator[tuple[RedisBroker, Inbox, RedisBroker, Inbox]]:
+    a, b = RedisBroker(redis_url, timeout=TIMEOUT), RedisBroker(redis_url, timeout=TIMEOUT)
+    inbox_a, inbox_b = Inbox(), Inbox()
+    await a.start(inbox_a)
+    await b.start(inbox_b)
+    assert a.connected
+    assert b.connected
+    yield a, inbox_a, b, inbox_b
+    await a.close()
+    await b.close()
+
+
+def channels(redis_server: RedisServer) -> set[str]:
+    with redis_server.client() as admin:
+        return {c.decode() for c in admin.pubsub_channels("graphwire:*")}
+
+
+async def test_a_gateway_subscribes_only_while_its_clients_watch(
+    pair: tuple[RedisBroker, Inbox, RedisBroker, Inbox], redis_server: RedisServer
+) -> None:
+    a = pair[0]
+    assert channels(redis_server) == set()
+    ready = a.watch(GROUP + "ops")
+    assert ready is not None
+    await asyncio.wait_for(ready, 5)
+    assert a.subscribed == {GROUP + "ops"}
+    assert channels(redis_server) == {"graphwire:group:ops"}
+    assert a.watch(GROUP + "ops") is None  # already subscribed: a second member is answered at once
+    a.unwatch(GROUP + "ops")
+    await eventually(lambda: channels(redis_server) == set(), what="the UNSUBSCRIBE")
+    assert a.subscribed == frozenset()
+
+
+async def test_a_frame_reaches_the_other_gateways_once_and_not_its_sender(
+    pair: tuple[RedisBroker, Inbox, RedisBroker, Inbox],
+) -> None:
+    a, inbox_a, b, inbox_b = pair
+    await asyncio.wait_for(asyncio.gather(*(f for f in (a.watch("group:ops"), b.watch("group:ops")) if f)), 5)
+    assert await b.publish("group:ops", '{"n":1}') == 1  # a, not b itself
+    b.send("group:ops", '{"n":2}')
+    await eventually(lambda: len(inbox_a.frames) == 2)
+    assert inbox_a.frames == [("group:ops", '{"n":1}'), ("group:ops", '{"n":2}')]  # in order
+    assert inbox_b.frames == []  # the sender skips its own echo
+    assert await a.publish("group:nobody", "{}") == 0
+
+
+async def test_left_and_joined_again_is_subscribed_again(
+    pair: tuple[RedisBroker, Inbox, RedisBroker, Inbox], redis_server: RedisServer
+) -> None:
+    a, inbox_a, b, _ = pair
+    for _ in range(3):  # quick flaps: the last SUBSCRIBE's confirmation is the one that counts
+        first = a.watch("topic:t")
+        a.unwatch("topic:t")
+        assert first is None or first.done()
+    again = a.watch("topic:t")
+    if again is not None:
+        await asyncio.wait_for(again, 5)
+    assert channels(redis_server) == {"graphwire:topic:t"}
+    assert await b.publish("topic:t", "{}") == 1
+    await eventually(lambda: inbox_a.frames == [("topic:t", "{}")])
+
+
+async def test_killed_connections_are_reconnected_and_subscribed_again(
+    pair: tuple[RedisBroker, Inbox, RedisBroker, Inbox],
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, inbox_a, b, _ = pair
+    ready = a.watch("group:ops")
+    if ready is not None:
+        await asyncio.wait_for(ready, 5)
+    with caplog.at_level(logging.INFO, logger="graphwire.broker"):
+        assert redis_server.client_kill_all() >= 2
+        await eventually(lambda: a.outages == 1, what="noticing the kill")
+        await eventually(lambda: a.subscribed == {"group:ops"}, what="subscribing again")
+        # The publisher's pooled connection was killed too: it is replaced, not failed on.
+        assert await b.publish("group:ops", '{"after":"kill"}') == 1
+        await eventually(lambda: ("group:ops", '{"after":"kill"}') in inbox_a.frames)
+    assert a.outages == 1
+    lost = [r for r in caplog.records if r.levelno == logging.WARNING and "unreachable" in r.getMessage()]
+    assert len(lost) == 2  # one per broker and outage
+    assert channels(redis_server) == {"graphwire:group:ops"}
+
+
+async def reaches(sender: RedisBroker, inbox: Inbox, channel: str, timeout: float = 15.0) -> None:
+    """Publish until a frame reaches ``inbox``: after a fault, reconnecting takes a moment."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    n = 0
+    while True:
+        n += 1
+        probe = (channel, f'{{"probe":{n}}}')
+        with_count = 0
+        with contextlib.suppress(BrokerUnavailable):
+            with_count = await sender.publish(*probe)
+        if with_count:
+            await eventually(lambda: probe in inbox.frames, timeout=5)  # noqa: B023 - awaited here
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no frame reached the other broker within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+async def test_redis_restarted_the_brokers_come_back(
+    pair: tuple[RedisBroker, Inbox, RedisBroker, Inbox],
+    redis_server: RedisServer,
+) -> None:
+    a, inbox_a, b, _ = pair
+    ready = a.watch("topic:news")
+    if ready is not None:
+        await asyncio.wait_for(ready, 5)
+    await asyncio.to_thread(redis_server.restart)
+    await eventually(lambda: a.outages == 1, what="noticing the restart")
+    await eventually(lambda: a.subscribed == {"topic:news"}, what="subscribing again")
+    assert channels(redis_server) == {"graphwire:topic:news"}
+    await reaches(b, inbox_a, "topic:news")
+
+
+async def test_with_redis_down_publishing_fails_fast_and_joining_is_not_held(
+    pair: tuple[RedisBroker, Inbox, RedisBroker, Inbox],
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, _, b, _ = pair
+    await asyncio.to_thread(redis_server.kill)
+    await eventually(lambda: not a.connected, what="noticing the outage")
+    assert a.watch("group:later") is None  # local at once; subscribed when Redis is back
+    with caplog.at_level(logging.ERROR, logger="graphwire.broker"):
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(BrokerUnavailable):
+            await a.publish("group:later", "{}")
+        a.send("group:later", "{}")  # never raises into a client's command
+        with pytest.raises(BrokerUnavailable):
+            await a.publish("group:later", "{}")
+        assert asyncio.get_running_loop().time() - started < 3 * TIMEOUT + 1
+    assert a.publish_failures >= 3
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1  # one line per outage
+    await asyncio.to_thread(redis_server.start)
+    await eventually(lambda: a.subscribed == {"group:later"}, timeout=10, what="subscribing after the outage")
+    assert await b.publish("group:later", "{}") == 1
+
+
+async def test_an_unreachable_redis_is_logged_once_without_its_password(caplog: pytest.LogCaptureFixture) -> None:
+    broker = RedisBroker(f"redis://user:hunter2@127.0.0.1:{free_port()}/0", timeout=0.3)
+    with caplog.at_level(logging.DEBUG, logger="graphwire.broker"):
+        await broker.start(Inbox())  # gives up waiting after the timeout; the gateway still starts
+        assert not broker.connected
+        await asyncio.sleep(0.5)  # a few reconnect attempts
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish("group:g", "{}")
+        await broker.close()
+    assert "hunter2" not in caplog.text
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "redis://127.0.0.1:" in warnings[0].getMessage()
+
+
+async def test_two_managers_on_redis_deliver_to_each_others_members(redis_url: str) -> None:
+    """The connection manager over the seam: what the cluster tests check across processes."""
+    managers = []
+    for _ in range(2):
+        broker = RedisBroker(redis_url, timeout=TIMEOUT)
+        manager = ConnectionManager(broker=broker)
+        await broker.start(manager.deliver_remote)
+        managers.append(manager)
+    here, there = managers
+    member, wire = connection(there, "cl_there")
+    local, local_wire = connection(here, "cl_here")
+    for ready in (there.join_group(member, "ops"), here.join_group(local, "ops"), there.subscribe_topic(member, "t")):
+        if ready is not None:
+            await asyncio.wait_for(ready, 5)
+    reach = await here.broadcast_to_group_everywhere("ops", "failover", "critical")
+    assert (reach.delivered, reach.gateways) == (1, 1)
+    assert here.publish("t", {"v": 1}) == 0  # no subscriber here; there has one
+    await eventually(lambda: len(wire.frames) == 2)
+    assert [(f["type"], f.get("message"), f.get("data")) for f in wire.frames] == [
+        ("system_alert", "failover", None),
+        ("topic_message", None, {"v": 1}),
+    ]
+    assert [f["type"] for f in local_wire.frames] == ["system_alert"]  # exactly once, not echoed
+    await there.remove(member)  # its last member gone, the gateway unsubscribes
+    assert isinstance(there.broker, RedisBroker)
+    await eventually(lambda: there.broker.subscribed == frozenset(), what="the UNSUBSCRIBE")  # type: ignore[attr-defined]
+    for manager in managers:
+        await manager.broker.close()

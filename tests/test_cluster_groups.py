@@ -1,0 +1,288 @@
+"""Groups and topics across gateways (issue 13, step 1): 3 real ``graphwire serve`` on one Redis.
+
+Clients connect through a round-robin balancer with no stickiness, so consecutive clients
+land on gateways A, B and C; broadcasts are posted to one gateway directly. Every frame is
+checked against the spec by ``harness.Client``; every receive has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from balancer import RoundRobinBalancer
+from harness import Client, Server, connect, start_cluster, stop_cluster
+from redis_proc import RedisServer
+
+# Faults are noticed within a second or two; the tests poll with deadlines, never sleep.
+CLUSTER_ENV = {"GRAPHWIRE_REDIS_TIMEOUT": "1"}
+DEADLINE = 20.0
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
+    if not redis_server.running:
+        redis_server.restart()
+    redis_server.flushall()
+    servers = start_cluster(tmp_path_factory.mktemp("cluster"), 3, redis_server.url, env=CLUSTER_ENV)
+    yield servers
+    stop_cluster(servers)
+    for server in servers:
+        assert "Traceback" not in server.log(), server.log()
+
+
+@pytest.fixture
+def balancer(cluster: list[Server]) -> Iterator[RoundRobinBalancer]:
+    with RoundRobinBalancer([s.port for s in cluster]) as running:
+        yield running
+
+
+@pytest.fixture
+def redis_up(redis_server: RedisServer) -> RedisServer:
+    if not redis_server.running:
+        redis_server.start()
+    return redis_server
+
+
+class Clients:
+    """Clients through the balancer, closed at the end of the test."""
+
+    def __init__(self, balancer: RoundRobinBalancer) -> None:
+        self.balancer = balancer
+        self.open: list[Client] = []
+
+    async def one_per_gateway(self) -> list[Client]:
+        """Three clients, on A, B and C (in the balancer's backend order)."""
+        before = self.balancer.counts
+        out: dict[int, Client] = {}
+        for _ in range(3):
+            client = await connect(f"ws://127.0.0.1:{self.balancer.port}/ws/workflow")
+            self.open.append(client)
+            after = self.balancer.counts
+            (landed,) = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if b > a]
+            out[landed] = client
+            before = after
+        assert sorted(out) == [0, 1, 2], "round robin sends three clients in a row to three gateways"
+        return [out[i] for i in range(3)]
+
+
+@pytest.fixture
+async def clients(balancer: RoundRobinBalancer) -> AsyncIterator[Clients]:
+    made = Clients(balancer)
+    yield made
+    for client in made.open:
+        await client.close()
+
+
+def post(server: Server, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        server.http + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def apost(server: Server, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return await asyncio.to_thread(post, server, path, body)
+
+
+async def request(client: Client, frame: dict[str, Any]) -> dict[str, Any]:
+    """Send a command and return its answer (``ack`` or ``subscribed``)."""
+    await client.send(frame)
+    answer = (await client.until(lambda m: m.get("reply_to") == frame["id"]))[-1]
+    assert answer["type"] in ("ack", "subscribed"), answer
+    return answer
+
+
+async def nothing_more(client: Client, kind: str) -> None:
+    """No further ``kind`` frame reaches ``client`` before the answer to a ping."""
+    await client.send({"type": "ping", "id": "quiet"})
+    seen = await client.until(lambda m: m["type"] == "pong" and m["reply_to"] == "quiet")
+    assert [m for m in seen if m["type"] == kind] == []
+
+
+async def alerts_until(client: Client, message: str) -> list[dict[str, Any]]:
+    """Every ``system_alert`` up to and including the one with ``message``."""
+    seen = await client.until(lambda m: m["type"] == "system_alert" and m["message"] == message, timeout=10)
+    return [m for m in seen if m["type"] == "system_alert"]
+
+
+def channels(redis_server: RedisServer, pattern: str = "graphwire:*") -> set[str]:
+    with redis_server.client() as admin:
+        return {c.decode() for c in admin.pubsub_channels(pattern)}
+
+
+def numsub(redis_server: RedisServer, channel: str) -> int:
+    with redis_server.client() as admin:
+        return int(dict(admin.pubsub_numsub(channel))[channel.encode()])
+
+
+def subscriptions_per_gateway(redis_server: RedisServer) -> list[int]:
+    """``sub=`` of every gateway's pub/sub connection (``CLIENT LIST``, named ``graphwire-<id>-sub``), sorted."""
+    with redis_server.client() as admin:
+        listed = admin.client_list()
+    names = [(c.get("name", ""), int(c["sub"])) for c in listed]
+    return sorted(sub for name, sub in names if name.startswith("graphwire-") and name.endswith("-sub"))
+
+
+async def wait_for(check: Any, what: str, timeout: float = DEADLINE) -> Any:
+    """Poll the sync or async ``check`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+async def test_a_broadcast_on_b_reaches_every_member_on_a_b_and_c_once(cluster: list[Server], clients: Clients) -> None:
+    members = await clients.one_per_gateway()
+    outsiders = await clients.one_per_gateway()
+    for i, member in enumerate(members):
+        await request(member, {"type": "join_group", "id": f"j{i}", "group": "night-shift"})
+    status, body = await apost(
+        cluster[1], "/api/broadcast", {"group": "night-shift", "message": "db failover", "level": "critical"}
+    )
+    assert (status, body) == (200, {"delivered": 1, "gateways": 2})
+    # A second broadcast from another gateway, after the first: had any member got the first
+    # twice (an echo, a double subscription), it would sit between the two.
+    status, body = await apost(cluster[0], "/api/broadcast", {"group": "night-shift", "message": "done"})
+    assert (status, body) == (200, {"delivered": 1, "gateways": 2})
+    for member in members:
+        got = await alerts_until(member, "done")
+        assert [(m["message"], m["level"], m["group"]) for m in got] == [
+            ("db failover", "critical", "night-shift"),
+            ("done", "info", "night-shift"),
+        ]
+        await nothing_more(member, "system_alert")
+    for outsider in outsiders:
+        await outsider.ping()
+        assert [m["type"] for m in outsider.frames] == ["connected", "pong"]
+
+
+async def test_topics_reach_subscribers_on_every_gateway(cluster: list[Server], clients: Clients) -> None:
+    subscribers = await clients.one_per_gateway()
+    bystanders = await clients.one_per_gateway()
+    for i, subscriber in enumerate(subscribers):
+        answer = await request(subscriber, {"type": "subscribe", "id": f"s{i}", "topics": ["prices", f"own-{i}"]})
+        assert answer["topics"] == sorted(["prices", f"own-{i}"])
+    await request(bystanders[0], {"type": "subscribe", "id": "other", "topics": ["weather"]})
+    status, body = await apost(cluster[2], "/api/publish", {"topic": "prices", "data": {"eur": 1.08}})
+    assert (status, body) == (200, {"delivered": 1, "gateways": 2})
+    # A topic only A watches: posted on C, C has no subscriber and one gateway got it.
+    status, body = await apost(cluster[2], "/api/publish", {"topic": "own-0", "data": {"n": 0}})
+    assert (status, body) == (200, {"delivered": 0, "gateways": 1})
+    for subscriber in subscribers:
+        got = await subscriber.until(lambda m: m["type"] == "topic_message")
+        assert (got[-1]["topic"], got[-1]["data"]) == ("prices", {"eur": 1.08})
+    own = await subscribers[0].until(lambda m: m["type"] == "topic_message")
+    assert (own[-1]["topic"], own[-1]["data"]) == ("own-0", {"n": 0})
+    for client in [*subscribers, *bystanders]:
+        await nothing_more(client, "topic_message")
+    assert not [m for c in bystanders for m in c.frames if m["type"] == "topic_message"]
+
+
+async def test_leaving_stops_delivery_and_the_gateway_unsubscribes(
+    cluster: list[Server], clients: Clients, redis_up: RedisServer
+) -> None:
+    members = await clients.one_per_gateway()
+    for i, member in enumerate(members):
+        await request(member, {"type": "join_group", "id": f"j{i}", "group": "leavers"})
+    assert "graphwire:group:leavers" in channels(redis_up)
+    await request(members[0], {"type": "leave_group", "id": "bye", "group": "leavers"})
+    await request(members[2], {"type": "leave_group", "id": "bye", "group": "leavers"})
+    # Their deliveries stop at the ack; Redis drops A's and C's subscriptions a moment later.
+    await wait_for(lambda: numsub(redis_up, "graphwire:group:leavers") == 1, "A and C unsubscribe")
+    status, body = await apost(cluster[0], "/api/broadcast", {"group": "leavers", "message": "still here?"})
+    assert (status, body) == (200, {"delivered": 0, "gateways": 1})  # only B still has a member
+    got = await alerts_until(members[1], "still here?")
+    assert [m["message"] for m in got] == ["still here?"]
+    for gone in (members[0], members[2]):
+        await gone.ping()
+        assert not [m for m in gone.frames if m["type"] == "system_alert"]
+    await request(members[1], {"type": "leave_group", "id": "bye", "group": "leavers"})
+    await wait_for(lambda: "graphwire:group:leavers" not in channels(redis_up), "the last gateway unsubscribes")
+
+
+async def test_each_gateway_subscribes_only_to_what_its_clients_watch(
+    cluster: list[Server], clients: Clients, redis_up: RedisServer
+) -> None:
+    await wait_for(lambda: subscriptions_per_gateway(redis_up) == [0, 0, 0], "earlier tests' clients gone")
+    on_a, on_b, _ = await clients.one_per_gateway()
+    await request(on_a, {"type": "join_group", "id": "j", "group": "only-a"})
+    await request(on_b, {"type": "subscribe", "id": "s", "topics": ["only-b", "also-b"]})
+    assert channels(redis_up) == {"graphwire:group:only-a", "graphwire:topic:only-b", "graphwire:topic:also-b"}
+    # One pub/sub connection per gateway: A watches one channel, B two, C none.
+    assert subscriptions_per_gateway(redis_up) == [0, 1, 2]
+    with redis_up.client() as admin:
+        counts = dict(admin.pubsub_numsub("graphwire:group:only-a", "graphwire:topic:only-b"))
+    assert counts == {b"graphwire:group:only-a": 1, b"graphwire:topic:only-b": 1}
+    await on_a.close()  # a client that goes away leaves its groups: A unsubscribes
+    await wait_for(lambda: "graphwire:group:only-a" not in channels(redis_up), "A unsubscribes")
+
+
+async def everyone_gets_it_again(cluster: list[Server], members: list[Client], tag: str) -> None:
+    """After a fault: poll until a broadcast on B reaches both other gateways, then check one more."""
+
+    async def reaches_all() -> bool:
+        status, body = await apost(cluster[1], "/api/broadcast", {"group": "survivors", "message": f"{tag}-probe"})
+        return status == 200 and body["gateways"] == 2
+
+    await wait_for(reaches_all, f"a broadcast on B reaching A and C again after the {tag}")
+    status, body = await apost(cluster[1], "/api/broadcast", {"group": "survivors", "message": f"{tag}-final"})
+    assert (status, body) == (200, {"delivered": 1, "gateways": 2})
+    for member in members:
+        got = await alerts_until(member, f"{tag}-final")
+        assert [m["message"] for m in got if not m["message"].endswith("-probe")][-1:] == [f"{tag}-final"]
+        await nothing_more(member, "system_alert")
+
+
+async def test_killed_redis_connections_are_repaired(
+    cluster: list[Server], clients: Clients, redis_up: RedisServer
+) -> None:
+    members = await clients.one_per_gateway()
+    for i, member in enumerate(members):
+        await request(member, {"type": "join_group", "id": f"j{i}", "group": "survivors"})
+    killed = redis_up.client_kill_all()
+    assert killed >= 3  # at least every gateway's pub/sub connection
+    await everyone_gets_it_again(cluster, members, "kill")
+    for member in members:  # the clients never noticed: same sockets, still answering
+        await member.ping()
+    assert channels(redis_up, "graphwire:group:*") == {"graphwire:group:survivors"}
+
+
+async def test_redis_restarted_the_cluster_comes_back(
+    cluster: list[Server], clients: Clients, redis_up: RedisServer
+) -> None:
+    members = await clients.one_per_gateway()
+    for i, member in enumerate(members):
+        await request(member, {"type": "join_group", "id": f"j{i}", "group": "survivors"})
+    warned = [s.log().count("is unreachable") for s in cluster]
+    await asyncio.to_thread(redis_up.stop)
+    # Redis down: the broadcast reaches B's own member, the caller learns the rest did not.
+    status, body = await apost(cluster[1], "/api/broadcast", {"group": "survivors", "message": "during"})
+    assert status == 503
+    assert body["delivered"] == 1
+    assert [m["message"] for m in await alerts_until(members[1], "during")] == ["during"]
+    for server in cluster:  # liveness is unchanged: the gateways serve their own clients
+        assert (await asyncio.to_thread(server.get_json, "/ws/health"))["status"] == "ok"
+    await asyncio.to_thread(redis_up.start)
+    await everyone_gets_it_again(cluster, members, "restart")
+    for member in (members[0], members[2]):  # lost for them while cut off: groups are live-only
+        assert "during" not in [m.get("message") for m in member.frames]
+    # One warning per gateway for the outage, however many reconnects it took.
+    assert [s.log().count("is unreachable") for s in cluster] == [n + 1 for n in warned]
