@@ -343,6 +343,14 @@ def ensure_room(conn: Connection, adding: int, reply_to: str | None) -> None:
         )
 
 
+def _alert(group: str, message: str, level: str) -> str:
+    return encode(SystemAlert(type="system_alert", group=group, message=message, level=level, timestamp=now()))
+
+
+def _topic_message(topic: str, data: dict[str, Any]) -> str:
+    return encode(TopicMessage(type="topic_message", topic=topic, data=data, timestamp=now()))
+
+
 @dataclass(frozen=True, slots=True)
 class Reach:
     """Who a broadcast or publish reached: this gateway's connections, and how many other gateways.
@@ -417,33 +425,28 @@ class ConnectionManager:
         through the broker, in order, without waiting (``broadcast_to_group_everywhere``
         waits and counts them).
         """
-        members = self.groups.get(group, ())
-        if not members and not self.broker.shared:
-            return 0
-        frame = encode(SystemAlert(type="system_alert", group=group, message=message, level=level, timestamp=now()))
-        if self.broker.shared:
-            self.broker.send(GROUP + group, frame)
-        return self.flusher.fan_out(members, frame) if members else 0
+        return self._send(self.groups.get(group, ()), GROUP + group, lambda: _alert(group, message, level))
 
     def publish(self, topic: str, data: dict[str, Any]) -> int:
         """Send ``topic_message`` to the subscribers of ``topic`` on every gateway; as ``broadcast_to_group``."""
-        members = self.topics.get(topic, ())
-        if not members and not self.broker.shared:
-            return 0
-        frame = encode(TopicMessage(type="topic_message", topic=topic, data=data, timestamp=now()))
-        if self.broker.shared:
-            self.broker.send(TOPIC + topic, frame)
-        return self.flusher.fan_out(members, frame) if members else 0
+        return self._send(self.topics.get(topic, ()), TOPIC + topic, lambda: _topic_message(topic, data))
 
     async def broadcast_to_group_everywhere(self, group: str, message: str, level: str = "info") -> Reach:
         """``broadcast_to_group``, waiting (at most the broker's timeout) to count the other gateways."""
-        frame = encode(SystemAlert(type="system_alert", group=group, message=message, level=level, timestamp=now()))
-        return await self._everywhere(self.groups.get(group, ()), GROUP + group, frame)
+        return await self._everywhere(self.groups.get(group, ()), GROUP + group, _alert(group, message, level))
 
     async def publish_everywhere(self, topic: str, data: dict[str, Any]) -> Reach:
         """``publish``, waiting (at most the broker's timeout) to count the other gateways."""
-        frame = encode(TopicMessage(type="topic_message", topic=topic, data=data, timestamp=now()))
-        return await self._everywhere(self.topics.get(topic, ()), TOPIC + topic, frame)
+        return await self._everywhere(self.topics.get(topic, ()), TOPIC + topic, _topic_message(topic, data))
+
+    def _send(self, members: Collection[Connection], channel: str, frame: Callable[[], str]) -> int:
+        # The frame is only built when someone, here or on another gateway, may get it.
+        if not members and not self.broker.shared:
+            return 0
+        text = frame()
+        if self.broker.shared:
+            self.broker.send(channel, text)
+        return self.flusher.fan_out(members, text) if members else 0
 
     async def _everywhere(self, members: Collection[Connection], channel: str, frame: str) -> Reach:
         delivered = self.flusher.fan_out(members, frame) if members else 0
