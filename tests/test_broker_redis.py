@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+import sys
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,46 +19,15 @@ from graphwire.broker import (
     BrokerUnavailable,
     RedisBroker,
 )
-from graphwire.connections import GROUP, Connection, ConnectionManager
-from graphwire.settings import Settings
-from harness import free_port
+from graphwire.connections import GROUP, ConnectionManager
+from harness import ROOT, free_port
 from redis_proc import RedisServer
 
+# The in-process test helpers live with the server's tests (server/tests/inprocess.py).
+sys.path.append(str(ROOT / "server" / "tests"))
+from inprocess import connection, eventually
+
 TIMEOUT = 1.0  # the brokers' redis_timeout here: faults are noticed fast
-
-
-class Wire:
-    """Stands in for a socket: records each frame written."""
-
-    def __init__(self) -> None:
-        self.frames: list[dict[str, Any]] = []
-
-    def write(self, text: str) -> bool:
-        frame = json.loads(text)
-        self.frames.extend(frame["messages"] if frame["type"] == "batch" else [frame])
-        return True
-
-    async def send(self, text: str) -> None:
-        self.write(text)
-
-    async def close(self, code: int, reason: str) -> None:
-        raise AssertionError(f"closed with {code}: {reason}")
-
-
-def connection(manager: ConnectionManager, name: str) -> tuple[Connection, Wire]:
-    wire = Wire()
-    conn = Connection(name, wire.send, wire.close, Settings(), write_now=wire.write)
-    manager.add(conn)
-    return conn, wire
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "the condition") -> None:
-    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 # -- the Redis broker against a real Redis -------------------------------------------------

@@ -1,13 +1,19 @@
-"""Reading frames from an in-process test socket, checked against the spec."""
+"""In-process test helpers: frames read from a test socket and checked against the spec, a
+recording stand-in for a socket, and polling with a deadline."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import jsonschema
 from starlette.testclient import WebSocketTestSession
+
+from graphwire.connections import Connection, ConnectionManager
+from graphwire.settings import Settings
 
 
 class Frames:
@@ -51,3 +57,37 @@ class Frames:
         message = self.recv()
         message.pop("data", None)  # /ws/chat frames carry the seed's `data` too
         assert message == {"type": "pong", "reply_to": id_, "timestamp": message["timestamp"]}
+
+
+class Wire:
+    """Stands in for a socket: records each frame written."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+
+    def write(self, text: str) -> bool:
+        frame = json.loads(text)
+        self.frames.extend(frame["messages"] if frame["type"] == "batch" else [frame])
+        return True
+
+    async def send(self, text: str) -> None:
+        self.write(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        raise AssertionError(f"closed with {code}: {reason}")
+
+
+def connection(manager: ConnectionManager, name: str) -> tuple[Connection, Wire]:
+    wire = Wire()
+    conn = Connection(name, wire.send, wire.close, Settings(), write_now=wire.write)
+    manager.add(conn)
+    return conn, wire
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "the condition") -> None:
+    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        await asyncio.sleep(0.01)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -19,47 +17,11 @@ from graphwire.broker import (
     create_broker,
     redacted,
 )
-from graphwire.connections import GROUP, TOPIC, Connection, ConnectionManager
+from graphwire.connections import GROUP, TOPIC, ConnectionManager
 from graphwire.router import Router
 from graphwire.runs import RunManager
 from graphwire.settings import Settings, SettingsProblem, load_settings
-
-TIMEOUT = 1.0  # the brokers' redis_timeout here: faults are noticed fast
-
-
-class Wire:
-    """Stands in for a socket: records each frame written."""
-
-    def __init__(self) -> None:
-        self.frames: list[dict[str, Any]] = []
-
-    def write(self, text: str) -> bool:
-        frame = json.loads(text)
-        self.frames.extend(frame["messages"] if frame["type"] == "batch" else [frame])
-        return True
-
-    async def send(self, text: str) -> None:
-        self.write(text)
-
-    async def close(self, code: int, reason: str) -> None:
-        raise AssertionError(f"closed with {code}: {reason}")
-
-
-def connection(manager: ConnectionManager, name: str) -> tuple[Connection, Wire]:
-    wire = Wire()
-    conn = Connection(name, wire.send, wire.close, Settings(), write_now=wire.write)
-    manager.add(conn)
-    return conn, wire
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "the condition") -> None:
-    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout} s")
-        await asyncio.sleep(0.01)
-
+from inprocess import connection, eventually
 
 # -- the seam and the in-process default ------------------------------------------------
 
