@@ -84,7 +84,7 @@ lint: setup
 	npm run --prefix $(JS) --silent lint  # tsc --noEmit --strict (SDK, demo, tests), prettier --check
 
 # Fan-out benchmark against a raw websockets.broadcast() server; writes bench/RESULTS.md.
-bench: $(STAMP)
+bench: $(STAMP) redis-server
 	$(PY) bench/run.py
 
 # Long contract fuzzing of a real gateway (tests/contract, hypothesis profile `fuzz`); ends

@@ -8,7 +8,9 @@ Modes:
   fanout  start a ticker with wait_for_go, attach N watchers, send go, measure
           (``--stalled K`` adds K watchers that subscribe, then stop reading;
           ``--flooders K`` adds K clients that send pings flat out from go until the
-          watchers are done, reading what comes back)
+          watchers are done, reading what comes back; ``--watch-url`` more than
+          once splits the watchers evenly over those gateways, the run starting on
+          ``--url``; ``--cpu-pids`` reports those processes' CPU seconds over the ticks)
   idle    open N connections, print "ready", hold them until stdin closes
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import resource
 import socket
 import struct
@@ -462,6 +465,16 @@ async def open_watchers(url: str, n: int, count: int, latencies: array[float]) -
     return list(await asyncio.gather(*(one() for _ in range(n))))
 
 
+def cpu_seconds(pids: list[int]) -> list[float]:
+    """utime + stime of each of these processes (every thread), from /proc."""
+    out = []
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        out.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return out
+
+
 def percentile(values: array[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -470,7 +483,8 @@ def percentile(values: array[float], q: float) -> float:
 
 
 async def fanout(args: argparse.Namespace) -> dict[str, Any]:
-    latencies: array[float] = array("d")
+    watch_urls = args.watch_url or [args.url]
+    latencies_by_url = [array("d") for _ in watch_urls]
     control_latencies: array[float] = array("d")
     (control,) = await open_watchers(args.url, 1, args.count, control_latencies)
     started = control.expect("input_request")
@@ -490,7 +504,11 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
     request = await asyncio.wait_for(started, 30)
     # The stalled ones subscribe first: ahead of every fast watcher in the run's fan-out order.
     stalled = await open_stalled(args.url, args.stalled, args.count)
-    watchers = await open_watchers(args.url, args.n, args.count, latencies)
+    watchers = [
+        w
+        for i, (url, latencies) in enumerate(zip(watch_urls, latencies_by_url, strict=True))
+        for w in await open_watchers(url, len(range(i, args.n, len(watch_urls))), args.count, latencies)
+    ]
     flooders = await open_flooders(args.url, args.flooders, args.flood_reconnect)
     subscribed = [w.expect("subscribed") for w in [*stalled, *watchers]]
     for w in [*stalled, *watchers]:
@@ -499,6 +517,7 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
     stop_watching = asyncio.Event()
     watching = asyncio.get_running_loop().create_task(watch_stalled(stalled, stop_watching)) if stalled else None
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    server_cpu0 = cpu_seconds(args.cpu_pids)
     go = time.time()
     # The flood starts with the ticks (each flooder sends its first window on the next turn of the loop).
     flooding = [asyncio.get_running_loop().create_task(f.run()) for f in flooders]
@@ -514,11 +533,13 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
     budget = args.timeout
     _, pending = await asyncio.wait([w.done for w in watchers], timeout=budget)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    server_cpu = [after - before for before, after in zip(server_cpu0, cpu_seconds(args.cpu_pids), strict=True)]
     end = max((w.last_receipt for w in watchers), default=go)
     delivered = sum(w.received for w in watchers)
     expected = args.n * args.count
     elapsed = max(end - go, 1e-9)
     client_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    latencies = array("d", (x for each in latencies_by_url for x in each))
     flood_end = time.time()
     for f in flooders:
         f.stop()
@@ -549,6 +570,10 @@ async def fanout(args: argparse.Namespace) -> dict[str, Any]:
         "deliveries_per_s": delivered / elapsed,
         "latency_p50_ms": 1000 * percentile(latencies, 0.50),
         "latency_p99_ms": 1000 * percentile(latencies, 0.99),
+        "latency_p99_ms_by_url": [1000 * percentile(each, 0.99) for each in latencies_by_url],
+        # The --cpu-pids, from go until the watchers were done: together, and each.
+        "server_tick_cpu_s": sum(server_cpu),
+        "server_tick_cpu_s_by_pid": server_cpu,
         "client_cpu_s": client_cpu,
         "client_cpu_share": client_cpu / elapsed,
         "stalled": args.stalled,
@@ -573,6 +598,15 @@ def main() -> None:
     parser.add_argument("--payload-bytes", type=int, default=100)
     parser.add_argument("--interval-ms", type=float, default=0)
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument(
+        "--watch-url", action="append", help="fanout: the watchers' gateways, split evenly (default: --url)"
+    )
+    parser.add_argument(
+        "--cpu-pids",
+        type=lambda text: [int(pid) for pid in text.split(",") if pid],
+        default=[],
+        help="fanout: comma-separated server pids whose CPU seconds over the ticks are reported",
+    )
     parser.add_argument("--stalled", type=int, default=0, help="fanout: watchers that stop reading once subscribed")
     parser.add_argument(
         "--flooders", type=int, default=0, help="fanout: clients sending pings flat out during the ticks"

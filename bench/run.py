@@ -5,15 +5,17 @@ process) to core 1, on loopback. Scenarios: one ``ticker`` run fanned out to N w
 flat out and paced; the same paced fan-out with and without a stalled watcher (one that
 subscribes, then never reads); a paced fan-out with and without a flooder (a client
 sending pings flat out, which the per-connection rate limits must keep from the
-watchers); memory per idle connection. Every figure is the median of the repetitions,
-and every graphwire figure is also given as a ratio to the raw server's figure from the
-same run (the stalled and flood scenarios: to graphwire's own run without the stalled
-watcher or the flooder), because these machines are noisy.
+watchers); the fan-out through two gateways sharing the run through Redis (the gateways
+and Redis all on core 0), against one gateway; memory per idle connection. Every figure
+is the median of the repetitions, and every graphwire figure is also given as a ratio to
+the raw server's figure from the same run (the stalled and flood scenarios: to
+graphwire's own run without the stalled watcher or the flooder; the cluster: to one
+gateway), because these machines are noisy.
 
 ``--smoke`` runs a seconds-long profile (used by the test suite so the benchmark keeps
 working); it checks correctness (no lost or duplicated events), not speed. ``--only``
-runs some of the scenarios (``--only stalled``, ``--only flood``); the report then holds
-just those.
+runs some of the scenarios (``--only stalled``, ``--only cluster``); the report then holds
+just those (``--out DIR`` keeps it away from ``bench/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -71,7 +73,7 @@ class ServerKind:
 GRAPHWIRE = [PY, "-m", "graphwire", "serve", "--log-level", "warning", "--port"]
 # The plain-client row (watchers that did not ask for `batch` frames) runs at this size only.
 PLAIN_N = {20, 1000}
-SCENARIO_NAMES = ["flat", "paced", "stalled", "flood", "idle"]
+SCENARIO_NAMES = ["flat", "paced", "stalled", "flood", "cluster", "idle"]
 
 
 def server_kinds() -> list[ServerKind]:
@@ -144,9 +146,14 @@ def fanout(
     stalled: int = 0,
     flooders: int = 0,
     flood_reconnect: bool = False,
+    peers: Sequence[Server] = (),
+    helpers: Sequence[Server] = (),
 ) -> dict[str, Any]:
+    """One loadgen run: the ticker starts on ``server``; the watchers split evenly over it and
+    its ``peers`` (more gateways); the CPU of ``helpers`` (Redis) counts as the server's too."""
     budget = 60 + count * interval_ms / 1000 * 2
-    cpu0 = server.cpu_seconds()
+    counted = [server, *peers, *helpers]
+    cpu0 = sum(s.cpu_seconds() for s in counted)
     wall0 = time.monotonic()
     done = subprocess.run(
         pinned(
@@ -157,6 +164,9 @@ def fanout(
                 "fanout",
                 "--url",
                 server.url,
+                *(arg for s in (server, *peers) if peers for arg in ("--watch-url", s.url)),
+                "--cpu-pids",
+                ",".join(str(s.process.pid) for s in counted),
                 "-n",
                 str(n),
                 "--count",
@@ -183,7 +193,10 @@ def fanout(
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     # Over the load generator's whole life (connect, subscribe, ticks): the server's share
     # of its core. The client's share covers the tick phase only (it measures itself).
-    result["server_cpu_s"] = server.cpu_seconds() - cpu0
+    result["server_cpu_s"] = sum(s.cpu_seconds() for s in counted) - cpu0
+    # Per delivery, the ticks only (the loadgen reads /proc at go and when the watchers are
+    # done): connecting and subscribing the watchers is not a delivery's cost.
+    result["server_cpu_s_per_100k"] = 100_000 * result["server_tick_cpu_s"] / max(result["delivered"], 1)
     result["server_cpu_share"] = result["server_cpu_s"] / max(time.monotonic() - wall0, 1e-9)
     return result
 
@@ -372,8 +385,102 @@ def flood_row(
     }
 
 
+def redis_kind() -> ServerKind:
+    """Debian's redis-server as tests/redis_proc.py starts it: loopback, nothing on disk."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise SystemExit("the cluster scenario needs redis-server: `make redis-server` installs Debian's")
+    flags = ["--bind", "127.0.0.1", "--protected-mode", "no", "--save", "", "--appendonly", "no"]
+    return ServerKind("redis-server", [executable, *flags, "--loglevel", "warning", "--port"], None)
+
+
+def on_fresh_cluster(redis: ServerKind, measure: Callable[[Server, Server, Server], T]) -> T:
+    """Start Redis and two gateways on it (all on core 0, as one server is), measure them
+    (``measure(a, b, redis)``), stop them."""
+    started: list[Server] = []
+    try:
+        started.append(Server(redis))
+        env = {"GRAPHWIRE_REDIS_URL": f"redis://127.0.0.1:{started[0].port}/0"}
+        graphwire = server_kinds()[0]
+        started += [Server(graphwire, env), Server(graphwire, env)]
+        return measure(started[1], started[2], started[0])
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+@dataclass
+class ClusterScenario:
+    """Fan-out to n watchers from one gateway, and from two sharing the run through Redis."""
+
+    mode: str  # "paced" or "flat", as the fan-out rows
+    n: int
+    count: int
+    interval_ms: float
+
+
+# Issue 13: the Redis hop costs at most this much more CPU per delivery, and adds at most
+# this much to paced p99.
+CLUSTER_CPU_RATIO_GOAL = 1.25
+CLUSTER_P99_GOAL_MS = 5.0
+
+
+def cluster_scenarios(smoke: bool, offered: int) -> list[ClusterScenario]:
+    if smoke:
+        return [ClusterScenario("paced", 20, 20, 5), ClusterScenario("flat", 20, 50, 0)]
+    out: list[ClusterScenario] = []
+    for n in (1000, 5000):
+        interval = 1000 * n / offered  # the paced rows' rate and length
+        out.append(ClusterScenario("paced", n, max(10, int(6000 / interval)), interval))
+        out.append(ClusterScenario("flat", n, max(100, 500_000 // n), 0))
+    return out
+
+
+def cluster_row(
+    scenario: ClusterScenario, single: list[dict[str, Any]], cluster: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One gateway's figures and the cluster's side by side; CPU is per 100k deliveries."""
+    one, two = median_of(single), median_of(cluster)
+    cpu_one, cpu_two = one["server_cpu_s_per_100k"], two["server_cpu_s_per_100k"]
+    cpu_ratio = cpu_two / cpu_one if cpu_one else None
+    p99_diff = two["latency_p99_ms"] - one["latency_p99_ms"]
+    return {
+        "server": "graphwire",
+        "scenario": "cluster",
+        "mode": scenario.mode,
+        "n": scenario.n,
+        "count": scenario.count,
+        "interval_ms": scenario.interval_ms,
+        "single": one,
+        "cluster": two,
+        "cpu_ratio": cpu_ratio,
+        "p99_diff_ms": p99_diff,
+        # The cluster's watchers by gateway (A owns the run; B's events crossed Redis).
+        "cluster_p99_ms_a_b": [statistics.median(r["latency_p99_ms_by_url"][i] for r in cluster) for i in (0, 1)],
+        "tick_cpu_s": {
+            "single": statistics.median(r["server_tick_cpu_s"] for r in single),
+            "cluster_a_b_redis": [
+                statistics.median(r["server_tick_cpu_s_by_pid"][i] for r in cluster) for i in (0, 1, 2)
+            ],
+        },
+        "p99_ms_each": {
+            "single": [r["latency_p99_ms"] for r in single],
+            "cluster": [r["latency_p99_ms"] for r in cluster],
+        },
+        "cpu_s_per_100k_each": {
+            "single": [r["server_cpu_s_per_100k"] for r in single],
+            "cluster": [r["server_cpu_s_per_100k"] for r in cluster],
+        },
+        # None: too little CPU to time (a smoke run's few ticks).
+        "goal_met": None
+        if cpu_ratio is None
+        else cpu_ratio <= CLUSTER_CPU_RATIO_GOAL and (scenario.mode != "paced" or p99_diff <= CLUSTER_P99_GOAL_MS),
+    }
+
+
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ["deliveries_per_s", "latency_p50_ms", "latency_p99_ms", "client_cpu_share", "server_cpu_share"]
+    keys += ["server_cpu_s_per_100k"]
     merged = {k: statistics.median(r[k] for r in runs) for k in keys}
     merged["lost"] = sum(r["lost"] for r in runs)
     merged["duplicates"] = sum(r["duplicates"] for r in runs)
@@ -421,6 +528,8 @@ def main() -> int:
     plan = [s for s in scenarios(args.smoke, args.offered) if s.name in only]
     stall_plan = stall_scenarios(args.smoke, args.offered) if "stalled" in only else []
     flood_plan = flood_scenarios(args.smoke, args.offered, args.flood_reconnect) if "flood" in only else []
+    cluster_plan = cluster_scenarios(args.smoke, args.offered) if "cluster" in only else []
+    redis = redis_kind() if cluster_plan else None  # no redis-server: stop before anything runs
     idle_sizes = ([200] if args.smoke else [5000, 10_000]) if "idle" in only else []
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -433,6 +542,7 @@ def main() -> int:
         "fanout": [],
         "stalled": [],
         "flood": [],
+        "cluster": [],
         "idle_kb_per_connection": {},
     }
     kinds = server_kinds()
@@ -491,6 +601,22 @@ def main() -> int:
         results["flood"].append(row)
         print(json.dumps(row), flush=True)
         print(flood_summary(row), flush=True)
+    # One gateway, then two on Redis with the run on A and the watchers half on A, half on B,
+    # taking turns; every process of either on core 0, so CPU per delivery compares.
+    for cluster in cluster_plan:
+        assert redis is not None
+
+        def cluster_run(two: int, cluster: ClusterScenario = cluster, redis: ServerKind = redis) -> dict[str, Any]:
+            measure = functools.partial(
+                fanout, n=cluster.n, count=cluster.count, interval_ms=cluster.interval_ms, payload=args.payload_bytes
+            )
+            if not two:
+                return on_fresh_server(graphwire, measure)
+            return on_fresh_cluster(redis, lambda a, b, r: measure(a, peers=[b], helpers=[r]))
+
+        row = cluster_row(cluster, *taking_turns(reps, 1, cluster_run))
+        results["cluster"].append(row)
+        print(json.dumps(row), flush=True)
     idle_kinds = [kind for kind in kinds if kind.every_size]
     for n in idle_sizes:
         values: dict[str, list[float]] = {kind.name: [] for kind in idle_kinds}
@@ -507,12 +633,13 @@ def main() -> int:
     print(render(results))
     compared = [*results["stalled"], *results["flood"]]
     measured = [*results["fanout"], *(r[side] for r in compared for side in ("without", "with"))]
+    measured += [r[side] for r in results["cluster"] for side in ("single", "cluster")]
     bad = [r for r in measured if r["lost"] or r["duplicates"] or r["unfinished"]]
     return 1 if bad else 0
 
 
-def each(values: list[float]) -> str:
-    return ", ".join(f"{v:.1f}" for v in values)
+def each(values: list[float], digits: int = 1) -> str:
+    return ", ".join(f"{v:.{digits}f}" for v in values)
 
 
 def stall_summary(row: dict[str, Any]) -> str:
@@ -653,6 +780,8 @@ def render(results: dict[str, Any]) -> str:
         lines += stall_table(results["stalled"])
     if results.get("flood"):
         lines += flood_table(results["flood"])
+    if results.get("cluster"):
+        lines += cluster_table(results["cluster"])
     if results["idle_kb_per_connection"]:
         lines += ["", "| server | idle connections | KB per idle connection |", "|---|---|---|"]
         for server, sizes in results["idle_kb_per_connection"].items():
@@ -807,6 +936,70 @@ def flood_table(rows: list[dict[str, Any]]) -> list[str]:
                     f"{f['connections']} |"
                 )
     return lines
+
+
+def cluster_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "",
+        "## Cluster: the same fan-out through two gateways and Redis",
+        "",
+        "One `ticker` run fanned out to N watchers (`?batch=1`), run twice in each repetition, taking",
+        "turns (who goes first alternates): on one gateway, and on two gateways sharing the run through",
+        "Redis (`GRAPHWIRE_REDIS_URL`, Debian's `redis-server` on loopback with no RDB or AOF). The run",
+        "starts on gateway A; half the watchers subscribe on A, half on B (the same `subscribe`), so",
+        "half the deliveries cross Redis: A appends each event to the run's Stream and PUBLISHes it, B",
+        "fans it out to its own watchers. Both gateways and Redis share core 0, as the one gateway has",
+        "it alone; the load generator has core 1. CPU: utime + stime of every server process (gateways",
+        "and Redis together, from `/proc`) from the first tick until the watchers are done, per 100k",
+        "deliveries. Paced: the fan-out rows' rate (the ticker sleeps the interval after each tick and",
+        "its gateway's own fan-out, so A, with half the watchers, ticks a little faster); flat: as fast",
+        "as it goes (p99 is time queued there, and CPU per delivery follows the events per frame).",
+        "",
+        "| mode | N | ticks | deliveries/s single | cluster | p99 ms single | cluster | Δ p99 ms "
+        "| CPU s per 100k single | cluster | ratio | lost | dup |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        one, two = r["single"], r["cluster"]
+        ratio = f"{r['cpu_ratio']:.2f}×" if r["cpu_ratio"] is not None else "-"
+        ticks = f"{r['count']} every {r['interval_ms']:g} ms" if r["interval_ms"] else f"{r['count']} flat out"
+        lines.append(
+            f"| {r['mode']} | {r['n']} | {ticks} | "
+            f"{one['deliveries_per_s']:,.0f} | {two['deliveries_per_s']:,.0f} | {one['latency_p99_ms']:.1f} | "
+            f"{two['latency_p99_ms']:.1f} | {r['p99_diff_ms']:+.1f} | {one['server_cpu_s_per_100k']:.2f} | "
+            f"{two['server_cpu_s_per_100k']:.2f} | {ratio} | {one['lost']} / {two['lost']} | "
+            f"{one['duplicates']} / {two['duplicates']} |"
+        )
+    lines.append("")
+    for r in rows:
+        one, two = r["single"], r["cluster"]
+        a, b = r["cluster_p99_ms_a_b"]
+        each_p99, each_cpu = r["p99_ms_each"], r["cpu_s_per_100k_each"]
+        cpu_a, cpu_b, cpu_redis = r["tick_cpu_s"]["cluster_a_b_redis"]
+        # Flat out, CPU per delivery follows the events per frame: a backlog makes larger batches.
+        framing = (
+            ""
+            if r["mode"] == "paced"
+            else f"batch frames per watcher {one['batches'] / one['runs'] / r['n']:.1f} single, "
+            f"{two['batches'] / two['runs'] / r['n']:.1f} cluster; "
+        )
+        lines.append(
+            f"- {r['mode']}, N={r['n']}: the cluster's p99 on A's watchers {a:.1f} ms, on B's {b:.1f} ms; "
+            f"CPU s over the ticks {r['tick_cpu_s']['single']:.2f} single, A {cpu_a:.2f} + B {cpu_b:.2f} + "
+            f"Redis {cpu_redis:.2f} cluster; {framing}"
+            f"p99 of each run {each(each_p99['single'])} single, {each(each_p99['cluster'])} cluster; "
+            f"CPU s per 100k {each(each_cpu['single'], 2)} single, {each(each_cpu['cluster'], 2)} cluster."
+        )
+    missed = [f"{r['mode']} N={r['n']}" for r in rows if r["goal_met"] is False]
+    untimed = [f"{r['mode']} N={r['n']}" for r in rows if r["goal_met"] is None]
+    verdict = f"not met in {', '.join(missed)}" if missed else "met in every row"
+    verdict += f" (too little CPU to time in {', '.join(untimed)})" if untimed else ""
+    return [
+        *lines,
+        "",
+        f"Goal (issue 13): the Redis hop costs at most {CLUSTER_CPU_RATIO_GOAL - 1:.0%} more CPU per delivery "
+        f"(every row) and adds at most {CLUSTER_P99_GOAL_MS:g} ms to paced p99: {verdict}.",
+    ]
 
 
 if __name__ == "__main__":

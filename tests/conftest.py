@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from balancer import RoundRobinBalancer
+from cluster import CLUSTER_ENV, Clients, fresh_cluster
 from harness import Server, start_server, stop_server
 from redis_proc import RedisServer, start_redis
 
@@ -36,3 +38,30 @@ def redis_url(redis_server: RedisServer) -> str:
         redis_server.restart()
     redis_server.flushall()
     return redis_server.url
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
+    with fresh_cluster(redis_server, tmp_path_factory.mktemp("cluster"), 3, CLUSTER_ENV) as servers:
+        yield servers
+
+
+@pytest.fixture
+def balancer(cluster: list[Server]) -> Iterator[RoundRobinBalancer]:
+    with RoundRobinBalancer([s.port for s in cluster]) as running:
+        yield running
+
+
+@pytest.fixture
+def redis_up(redis_server: RedisServer) -> RedisServer:
+    if not redis_server.running:
+        redis_server.start()
+    return redis_server
+
+
+@pytest.fixture
+async def clients(balancer: RoundRobinBalancer) -> AsyncIterator[Clients]:
+    made = Clients(balancer)
+    yield made
+    for client in made.open:
+        await client.close()

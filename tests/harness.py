@@ -139,6 +139,15 @@ def start_cluster(tmp: Path, n: int, redis_url: str, *extra: str, env: dict[str,
     return servers
 
 
+def start_workers(tmp: Path, n: int, redis_url: str, *extra: str, env: dict[str, str] | None = None) -> Server:
+    """``graphwire serve --workers n`` on one port with the Redis at ``redis_url``.
+
+    Returned once one worker answers ``/ws/health``; ``process`` is the supervisor.
+    """
+    environment = {"GRAPHWIRE_REDIS_URL": redis_url, **(env or {})}
+    return _wait_healthy(_spawn_server(tmp, "--workers", str(n), *extra, env=environment))
+
+
 def stop_cluster(servers: list[Server]) -> None:
     """Stop every gateway: all are asked at once (SIGTERM), then each is waited for."""
     for server in servers:

@@ -2,8 +2,9 @@
 
 Speed is never asserted here (that is ``make bench``'s job); correctness is: every event
 reaches every watcher exactly once on both servers, also while a stalled watcher (one that
-stopped reading) is on the same run or a flooder (pings flat out) on the same gateway, the
-rate limits stop the flooder, and the report is written.
+stopped reading) is on the same run or a flooder (pings flat out) on the same gateway, and
+through two gateways sharing the run through a real Redis; the rate limits stop the
+flooder, and the report is written.
 """
 
 from __future__ import annotations
@@ -50,10 +51,22 @@ def test_bench_smoke_profile(tmp_path: Path) -> None:
     assert flooder["pongs"] > 0, flooder  # answered up to its limit, not refused outright
     # Flat out is far past the default 200/s: it is refused (rate_limited) or closed (1008).
     assert flooder["rate_limited"] > 0 or "1008" in flooder["close_codes"], flooder
+    cluster = {r["mode"]: r for r in results["cluster"]}
+    assert set(cluster) == {"paced", "flat"}
+    for row in cluster.values():
+        assert row["n"] == 20
+        for side in ("single", "cluster"):
+            # One gateway, or two on Redis with half the watchers on B: nothing lost or doubled.
+            assert (row[side]["lost"], row[side]["duplicates"], row[side]["unfinished"]) == (0, 0, 0), row
+            assert row[side]["server_cpu_s_per_100k"] >= 0
+        # Both gateways' watchers were measured: half the deliveries crossed Redis.
+        assert all(p99 > 0 for p99 in row["cluster_p99_ms_a_b"]), row
     report = (tmp_path / "RESULTS.md").read_text()
     assert "| flat | 20 | graphwire |" in report
     assert "## A stalled watcher among fast ones" in report
     assert "## A flooding client among watchers" in report
+    assert "## Cluster: the same fan-out through two gateways and Redis" in report
+    assert "| paced | 20 | 20 every 5 ms |" in report
     # Each table has its own row (both start "| 20 | 1 |", so look in each section).
     stalled_section, flood_section = report.split("## A stalled watcher among fast ones", 1)[1].split(
         "## A flooding client among watchers", 1

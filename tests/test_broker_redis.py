@@ -57,8 +57,15 @@ async def pair(redis_url: str) -> AsyncIterator[tuple[RedisBroker, Inbox, RedisB
 
 
 def channels(redis_server: RedisServer) -> set[str]:
+    """What the gateways subscribe to for their clients (each also has its own command channel)."""
     with redis_server.client() as admin:
-        return {c.decode() for c in admin.pubsub_channels("graphwire:*")}
+        names = {c.decode() for c in admin.pubsub_channels("graphwire:*")}
+    return {name for name in names if not name.startswith("graphwire:gateway:")}
+
+
+def watched(broker: RedisBroker) -> frozenset[str]:
+    """``broker.subscribed`` without its own command channel."""
+    return broker.subscribed - {broker.inbox_channel}
 
 
 async def test_a_gateway_subscribes_only_while_its_clients_watch(
@@ -69,12 +76,12 @@ async def test_a_gateway_subscribes_only_while_its_clients_watch(
     ready = a.watch(GROUP + "ops")
     assert ready is not None
     await asyncio.wait_for(ready, 5)
-    assert a.subscribed == {GROUP + "ops"}
+    assert watched(a) == {GROUP + "ops"}
     assert channels(redis_server) == {"graphwire:group:ops"}
     assert a.watch(GROUP + "ops") is None  # already subscribed: a second member is answered at once
     a.unwatch(GROUP + "ops")
     await eventually(lambda: channels(redis_server) == set(), what="the UNSUBSCRIBE")
-    assert a.subscribed == frozenset()
+    assert watched(a) == frozenset()
 
 
 async def test_a_frame_reaches_the_other_gateways_once_and_not_its_sender(
@@ -118,7 +125,7 @@ async def test_killed_connections_are_reconnected_and_subscribed_again(
     with caplog.at_level(logging.INFO, logger="graphwire.broker"):
         assert redis_server.client_kill_all() >= 2
         await eventually(lambda: a.outages == 1, what="noticing the kill")
-        await eventually(lambda: a.subscribed == {"group:ops"}, what="subscribing again")
+        await eventually(lambda: watched(a) == {"group:ops"}, what="subscribing again")
         # The publisher's pooled connection was killed too: it is replaced, not failed on.
         assert await b.publish("group:ops", '{"after":"kill"}') == 1
         await eventually(lambda: ("group:ops", '{"after":"kill"}') in inbox_a.frames)
@@ -156,7 +163,7 @@ async def test_redis_restarted_the_brokers_come_back(
         await asyncio.wait_for(ready, 5)
     await asyncio.to_thread(redis_server.restart)
     await eventually(lambda: a.outages == 1, what="noticing the restart")
-    await eventually(lambda: a.subscribed == {"topic:news"}, what="subscribing again")
+    await eventually(lambda: watched(a) == {"topic:news"}, what="subscribing again")
     assert channels(redis_server) == {"graphwire:topic:news"}
     await reaches(b, inbox_a, "topic:news")
 
@@ -181,7 +188,7 @@ async def test_with_redis_down_publishing_fails_fast_and_joining_is_not_held(
     assert a.publish_failures >= 3
     assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1  # one line per outage
     await asyncio.to_thread(redis_server.start)
-    await eventually(lambda: a.subscribed == {"group:later"}, timeout=10, what="subscribing after the outage")
+    await eventually(lambda: watched(a) == {"group:later"}, timeout=10, what="subscribing after the outage")
     assert await b.publish("group:later", "{}") == 1
 
 
@@ -225,6 +232,6 @@ async def test_two_managers_on_redis_deliver_to_each_others_members(redis_url: s
     assert [f["type"] for f in local_wire.frames] == ["system_alert"]  # exactly once, not echoed
     await there.remove(member)  # its last member gone, the gateway unsubscribes
     assert isinstance(there.broker, RedisBroker)
-    await eventually(lambda: there.broker.subscribed == frozenset(), what="the UNSUBSCRIBE")  # type: ignore[attr-defined]
+    await eventually(lambda: watched(there.broker) == frozenset(), what="the UNSUBSCRIBE")
     for manager in managers:
         await manager.broker.close()

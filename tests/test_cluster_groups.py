@@ -8,107 +8,11 @@ checked against the spec by ``harness.Client``; every receive has a timeout.
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import pytest
-
-from balancer import RoundRobinBalancer
-from harness import Client, Server, connect, start_cluster, stop_cluster
+from cluster import Clients, apost, nothing_more, request, wait_for
+from harness import Client, Server
 from redis_proc import RedisServer
-
-# Faults are noticed within a second or two; the tests poll with deadlines, never sleep.
-CLUSTER_ENV = {"GRAPHWIRE_REDIS_TIMEOUT": "1"}
-DEADLINE = 20.0
-
-
-@pytest.fixture(scope="module")
-def cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
-    if not redis_server.running:
-        redis_server.restart()
-    redis_server.flushall()
-    servers = start_cluster(tmp_path_factory.mktemp("cluster"), 3, redis_server.url, env=CLUSTER_ENV)
-    yield servers
-    stop_cluster(servers)
-    for server in servers:
-        assert "Traceback" not in server.log(), server.log()
-
-
-@pytest.fixture
-def balancer(cluster: list[Server]) -> Iterator[RoundRobinBalancer]:
-    with RoundRobinBalancer([s.port for s in cluster]) as running:
-        yield running
-
-
-@pytest.fixture
-def redis_up(redis_server: RedisServer) -> RedisServer:
-    if not redis_server.running:
-        redis_server.start()
-    return redis_server
-
-
-class Clients:
-    """Clients through the balancer, closed at the end of the test."""
-
-    def __init__(self, balancer: RoundRobinBalancer) -> None:
-        self.balancer = balancer
-        self.open: list[Client] = []
-
-    async def one_per_gateway(self) -> list[Client]:
-        """Three clients, on A, B and C (in the balancer's backend order)."""
-        before = self.balancer.counts
-        out: dict[int, Client] = {}
-        for _ in range(3):
-            client = await connect(f"ws://127.0.0.1:{self.balancer.port}/ws/workflow")
-            self.open.append(client)
-            after = self.balancer.counts
-            (landed,) = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if b > a]
-            out[landed] = client
-            before = after
-        assert sorted(out) == [0, 1, 2], "round robin sends three clients in a row to three gateways"
-        return [out[i] for i in range(3)]
-
-
-@pytest.fixture
-async def clients(balancer: RoundRobinBalancer) -> AsyncIterator[Clients]:
-    made = Clients(balancer)
-    yield made
-    for client in made.open:
-        await client.close()
-
-
-def post(server: Server, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        server.http + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-async def apost(server: Server, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    return await asyncio.to_thread(post, server, path, body)
-
-
-async def request(client: Client, frame: dict[str, Any]) -> dict[str, Any]:
-    """Send a command and return its answer (``ack`` or ``subscribed``)."""
-    await client.send(frame)
-    answer = (await client.until(lambda m: m.get("reply_to") == frame["id"]))[-1]
-    assert answer["type"] in ("ack", "subscribed"), answer
-    return answer
-
-
-async def nothing_more(client: Client, kind: str) -> None:
-    """No further ``kind`` frame reaches ``client`` before the answer to a ping."""
-    await client.send({"type": "ping", "id": "quiet"})
-    seen = await client.until(lambda m: m["type"] == "pong" and m["reply_to"] == "quiet")
-    assert [m for m in seen if m["type"] == kind] == []
 
 
 async def alerts_until(client: Client, message: str) -> list[dict[str, Any]]:
@@ -118,8 +22,10 @@ async def alerts_until(client: Client, message: str) -> list[dict[str, Any]]:
 
 
 def channels(redis_server: RedisServer, pattern: str = "graphwire:*") -> set[str]:
+    """The channels subscribed for clients (not the gateways' own command channels)."""
     with redis_server.client() as admin:
-        return {c.decode() for c in admin.pubsub_channels(pattern)}
+        names = {c.decode() for c in admin.pubsub_channels(pattern)}
+    return {name for name in names if not name.startswith("graphwire:gateway:")}
 
 
 def numsub(redis_server: RedisServer, channel: str) -> int:
@@ -128,25 +34,14 @@ def numsub(redis_server: RedisServer, channel: str) -> int:
 
 
 def subscriptions_per_gateway(redis_server: RedisServer) -> list[int]:
-    """``sub=`` of every gateway's pub/sub connection (``CLIENT LIST``, named ``graphwire-<id>-sub``), sorted."""
+    """``sub=`` of every gateway's pub/sub connection (``CLIENT LIST``, named ``graphwire-<id>-sub``), sorted.
+
+    Each gateway's own command channel (``graphwire:gateway:<id>``) is not counted.
+    """
     with redis_server.client() as admin:
         listed = admin.client_list()
     names = [(c.get("name", ""), int(c["sub"])) for c in listed]
-    return sorted(sub for name, sub in names if name.startswith("graphwire-") and name.endswith("-sub"))
-
-
-async def wait_for(check: Any, what: str, timeout: float = DEADLINE) -> Any:
-    """Poll the sync or async ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.05)
+    return sorted(sub - 1 for name, sub in names if name.startswith("graphwire-") and name.endswith("-sub"))
 
 
 async def test_a_broadcast_on_b_reaches_every_member_on_a_b_and_c_once(cluster: list[Server], clients: Clients) -> None:

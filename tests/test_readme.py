@@ -32,6 +32,9 @@ COMMANDS = {
     "make run": "tests/test_seed_clients.py starts `make run PORT=...` and drives it",
     "make test": ".ci/run runs it on a clean clone",
     "graphwire serve --workflows myflows:register": "test_custom_workflow_from_the_users_folder",
+    "GRAPHWIRE_REDIS_URL=redis://127.0.0.1:6379/0 graphwire serve --workers 4": (
+        "tests/test_serve_workers.py starts `graphwire serve --workers 3` (2 for SIGTERM) on a real Redis"
+    ),
     "make fuzz": "the contract suite of `make test`; test_make_fuzz_runs_the_contract_suite_with_the_long_profile",
     "make fuzz FUZZ_EXAMPLES=20000": "test_make_fuzz_runs_the_contract_suite_with_the_long_profile",
     'export GRAPHWIRE_AUTH_JWT_SECRET=$(python3 -c "import secrets; print(secrets.token_hex(32))")': (

@@ -277,6 +277,41 @@ async def test_drops_mid_run_lose_and_repeat_nothing(server: Server, proxy: Drop
         assert client.state is ConnectionState.connected
 
 
+def subscribes_sent(proxy: DropProxy, since: int) -> list[dict[str, Any]]:
+    """The ``subscribe`` frames that clients sent through the proxy after frame number ``since``."""
+    frames = [json.loads(frame) for frame in proxy.client_frames[since:] if '"subscribe"' in frame]
+    return [frame for frame in frames if frame["type"] == "subscribe"]
+
+
+async def test_a_resume_names_the_run_logs_epoch_and_is_recovered(server: Server, proxy: DropProxy) -> None:
+    async with (
+        GraphwireClient(server.ws()) as starter,
+        GraphwireClient(server.ws()) as reader,
+        GraphwireClient(proxy.url, reconnect=FAST) as client,
+    ):
+        origin = await starter.start_workflow("data_processing", {"data": list(range(60)), "delay_ms": 15})
+        epoch = (await reader.commands.subscribe(workflow_id=origin.workflow_id, since_seq=0)).epoch
+        assert epoch, "the gateway names its log's epoch"
+        run = await client.attach(origin.workflow_id)
+        resumes: list[dict[str, Any]] = []
+        for _ in range(2):
+            target = run.last_seq + 5
+            while run.last_seq < target:
+                await asyncio.sleep(0.002)
+            since = len(proxy.client_frames)
+            proxy.drop()
+            while not subscribes_sent(proxy, since):
+                await asyncio.sleep(0.002)
+            resumes.extend(subscribes_sent(proxy, since))
+        events = await collect(run)
+        assert [(r["workflow_id"], r["epoch"]) for r in resumes] == [(origin.workflow_id, epoch)] * 2
+        assert all(r["since_seq"] > 0 for r in resumes)
+        assert run.recovered, "the same epoch: the replay continues the view"
+        assert not run.truncated
+        assert_gap_free(events)
+        assert wire(events) == wire(await collect(origin))
+
+
 async def test_an_open_input_request_survives_drops(server: Server, proxy: DropProxy) -> None:
     async with GraphwireClient(server.ws()) as watcher, GraphwireClient(proxy.url, reconnect=FAST) as client:
         run = await client.start_workflow("approval", {"message": "Still there?"})

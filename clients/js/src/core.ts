@@ -1,8 +1,9 @@
 /**
  * The client's protocol core, with no I/O: command ids and their answers, the runs it
  * follows (seq tracking, dedupe, gap repair), groups and topics, and what to send after
- * a reconnect. The client feeds it decoded messages and connection events; it writes
- * frames through `outbox` and reports messages through `emit`. Its tests need no socket.
+ * a reconnect (each run from its last seq, naming its log's `epoch`). The client feeds it
+ * decoded messages and connection events; it writes frames through `outbox` and reports
+ * messages through `emit`. Its tests need no socket.
  */
 
 import {
@@ -14,6 +15,7 @@ import {
   errorFromFrame,
 } from "./errors.js";
 import {
+  type ErrorCode,
   type InputClosed as InputClosedEvent,
   RUN_EVENT_TYPES,
   WORKFLOW_REPLY_TYPES,
@@ -23,7 +25,11 @@ import {
 } from "./generated/index.js";
 import { RunState } from "./run-state.js";
 
-/** A run's seqs that can never be delivered (the server's log no longer reaches back). */
+/**
+ * A run's seqs that can never be delivered (the server's log no longer reaches back). A
+ * log lost and recreated under another `epoch` skips none, so it fires no `gap`; both
+ * turn `run.recovered` false.
+ */
 export interface Gap {
   workflowId: string;
   fromSeq: number;
@@ -41,6 +47,9 @@ export interface CoreSink {
 
 /** How many times a command refused with `rate_limited` is sent again before it rejects. */
 export const RATE_LIMIT_RETRIES = 3;
+
+/** How many times a command answered with `run_unavailable` is sent again before it rejects. */
+export const RUN_UNAVAILABLE_RETRIES = 3;
 
 /** A command with its `id`, as sent. */
 export type SentCommand = WorkflowCommand & { id: string };
@@ -64,6 +73,8 @@ interface Pending {
   reread: boolean;
   /** Times it was refused with `rate_limited` and sent again. */
   rateLimited: number;
+  /** Times it was answered with `run_unavailable` and sent again. */
+  unavailable: number;
   resolve(reply: ServerEvent): void;
   reject(error: Error): void;
 }
@@ -128,6 +139,7 @@ export class ClientCore {
         everSent: false,
         reread,
         rateLimited: 0,
+        unavailable: 0,
         resolve,
         reject,
       };
@@ -182,9 +194,13 @@ export class ClientCore {
     }
     if (message.type === "subscribed" && message.workflow_id !== undefined) {
       // Applied before the replay that follows it in the same read.
-      const lost = this.runs.get(message.workflow_id)?.applySubscribed(message);
+      const state = this.runs.get(message.workflow_id);
+      const lost = state?.applySubscribed(message);
       if (lost !== undefined) {
         this.sink.gap({ workflowId: message.workflow_id, fromSeq: lost[0], toSeq: lost[1] });
+      }
+      if (state?.outcome?.status === "lost") {
+        this.runs.delete(message.workflow_id); // its replay is no longer this run's
       }
     }
     let fresh = true;
@@ -201,8 +217,8 @@ export class ClientCore {
       }
     }
     if (entry !== undefined && replyTo !== undefined) {
-      if (message.type === "error" && message.code === "rate_limited" && this.retryable(entry)) {
-        this.retryLater(entry, message.retry_after);
+      if (message.type === "error" && this.retryable(entry, message.code)) {
+        this.retryLater(entry, message.code, message.retry_after);
       } else if (message.type === "error") {
         this.pending.delete(replyTo);
         entry.reject(errorFromFrame(message));
@@ -290,21 +306,32 @@ export class ClientCore {
     }
   }
 
-  private retryable(entry: Pending): boolean {
-    return entry.repeatable && entry.rateLimited < RATE_LIMIT_RETRIES;
+  private retryable(entry: Pending, code: ErrorCode): boolean {
+    if (!entry.repeatable) {
+      return false;
+    }
+    if (code === "rate_limited") {
+      return entry.rateLimited < RATE_LIMIT_RETRIES;
+    }
+    return code === "run_unavailable" && entry.unavailable < RUN_UNAVAILABLE_RETRIES;
   }
 
   /**
-   * A `rate_limited` refusal of a command that is safe to repeat: the server did not
-   * apply it, so it goes again, the same frame, after `retry_after` seconds (1 if the
-   * server named none) on the connection of that moment; a resume in the meantime sends
-   * it instead.
+   * A `rate_limited` or `run_unavailable` answer to a command that is safe to repeat: it
+   * goes again, the same frame, after `retry_after` seconds (1 if the server named none)
+   * on the connection of that moment; a resume in the meantime sends it instead. A
+   * `rate_limited` copy was not applied; a `run_unavailable` one may have been, and the
+   * same frame again counts once.
    */
-  private retryLater(entry: Pending, retryAfter: number | undefined): void {
-    entry.rateLimited++;
+  private retryLater(entry: Pending, code: ErrorCode, retryAfter: number | undefined): void {
     entry.sent = false;
-    // Refused, so this copy started nothing: a resend needs no re-read on its account.
-    entry.everSent = false;
+    if (code === "rate_limited") {
+      entry.rateLimited++;
+      // Refused, so this copy started nothing: a resend needs no re-read on its account.
+      entry.everSent = false;
+    } else {
+      entry.unavailable++;
+    }
     this.sink.later((retryAfter ?? 1) * 1000, () => {
       if (this.pending.get(entry.frame.id) === entry && !entry.sent && this.connected) {
         this.write(entry);
@@ -345,10 +372,20 @@ export class ClientCore {
     this.subscribeRun(state);
   }
 
+  /**
+   * Subscribes the run again from its last seq, naming the log it came from (`epoch`), so
+   * that a log lost and recreated meanwhile is told (`recovered: false`, the whole new
+   * log), not replayed from `since_seq` as if it were the one this client knew.
+   */
   private subscribeRun(state: RunState): void {
     state.subscribing = true;
     const { reply } = this.command(
-      { type: "subscribe", workflow_id: state.workflowId, since_seq: state.lastSeq },
+      {
+        type: "subscribe",
+        workflow_id: state.workflowId,
+        since_seq: state.lastSeq,
+        ...(state.epoch !== undefined && { epoch: state.epoch }),
+      },
       true,
     );
     reply.catch((error: unknown) => {

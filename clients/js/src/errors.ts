@@ -31,6 +31,8 @@
  * │   │                           are retried first)
  * │   ├── TooManyRuns             too_many_runs
  * │   ├── TooManySubscriptions    too_many_subscriptions
+ * │   ├── RunUnavailable          run_unavailable (the gateway running the run did not answer;
+ * │   │                           commands safe to repeat are sent again first)
  * │   ├── Unauthorized            unauthorized (also: a token that is not a JWT, terminal)
  * │   ├── Forbidden               forbidden
  * │   └── InternalServerError     internal_error
@@ -233,6 +235,14 @@ export class Unauthorized extends ServerError {}
  * `ConnectionForbidden` (4003) ends the client.
  */
 export class Forbidden extends ServerError {}
+/**
+ * With several gateways, the gateway that runs the run did not answer in time; the command
+ * may or may not have been applied. A command that is safe to repeat (see `isRepeatable`:
+ * an answer with its `idempotency_key`, a `subscribe`) is sent again, the same frame, up
+ * to three times before its promise rejects with this; a `cancel_workflow` rejects with
+ * it at once: send it again if the run should still end.
+ */
+export class RunUnavailable extends ServerError {}
 /** A bug on the server; the command may be retried. */
 export class InternalServerError extends ServerError {}
 
@@ -257,6 +267,7 @@ const BY_CODE: Partial<Record<ErrorCode, typeof ServerError>> = {
   rate_limited: RateLimited,
   too_many_runs: TooManyRuns,
   too_many_subscriptions: TooManySubscriptions,
+  run_unavailable: RunUnavailable,
   unauthorized: Unauthorized,
   forbidden: Forbidden,
   internal_error: InternalServerError,

@@ -26,7 +26,14 @@ export {
   type StartOptions,
   type StateChange,
 } from "./client.js";
-export { ClientCore, type CoreSink, type Gap, RATE_LIMIT_RETRIES, isRepeatable } from "./core.js";
+export {
+  ClientCore,
+  type CoreSink,
+  type Gap,
+  RATE_LIMIT_RETRIES,
+  RUN_UNAVAILABLE_RETRIES,
+  isRepeatable,
+} from "./core.js";
 // Explicit, so that the errors named like the Python SDK's (`WorkflowFailed`,
 // `WorkflowCancelled`) win over the message types of the same name, which stay
 // reachable as `messages.WorkflowFailed` and `WorkflowFailedEvent`.
@@ -53,6 +60,7 @@ export {
   RunError,
   RunFinished,
   RunLost,
+  RunUnavailable,
   ServerError,
   TokenExpired,
   TooManyRuns,

@@ -4,7 +4,7 @@
  * feeds it events and `subscribed` answers.
  */
 
-import { type GraphwireError, WorkflowCancelled, type WorkflowFailed, workflowFailedError } from "./errors.js";
+import { type GraphwireError, RunLost, WorkflowCancelled, type WorkflowFailed, workflowFailedError } from "./errors.js";
 import type {
   InputClosed as InputClosedEvent,
   JsonObject,
@@ -22,6 +22,9 @@ import type {
 export type TerminalEvent = WorkflowCompleted | WorkflowFailedEvent | WorkflowCancelledEvent;
 
 const TERMINAL_TYPES: ReadonlySet<string> = new Set(["workflow_completed", "workflow_failed", "workflow_cancelled"]);
+
+/** The longest `epoch` a `subscribe` may carry (`components.schemas.Subscribe`). */
+const EPOCH_MAX = 64;
 
 /** Whether `event` ends its run. */
 export function isTerminal(event: RunEvent): event is TerminalEvent {
@@ -52,6 +55,10 @@ export class RunState {
   subscribing = false;
   /** Events were found missing; a resync (`unsubscribe` + `subscribe since_seq`) is in flight. */
   resyncing = false;
+  /** The run log's `epoch` from the last `subscribed`; sent back when resubscribing. */
+  epoch: string | undefined;
+  /** False once a `subscribed` said `recovered: false`: the state was rebuilt from its snapshot. */
+  recovered = true;
   private waiters: Array<() => void> = [];
 
   constructor(
@@ -121,22 +128,46 @@ export class RunState {
   }
 
   /**
-   * Take the answer to a `subscribe` for this run. Returns the seqs that can never be
-   * replayed (`[from, to]`, when the log was truncated), else `undefined`.
+   * Take the answer to a `subscribe` for this run: its `epoch`, its snapshot, and whether
+   * the replay continues this view. Returns the seqs that can never be replayed (`[from,
+   * to]`, when the log no longer reaches back), else `undefined`. With `recovered: false`
+   * (the log was trimmed past the last seq, or lost and recreated under another `epoch`;
+   * from a server before 0.5.0, `log_truncated`) the open inputs are rebuilt from the
+   * snapshot, and the replay's seqs already seen are dropped as duplicates.
    */
   applySubscribed(reply: Subscribed): [number, number] | undefined {
     this.subscribing = false;
     this.resyncing = false;
+    if (reply.epoch !== undefined && reply.epoch.length > 0 && reply.epoch.length <= EPOCH_MAX) {
+      this.epoch = reply.epoch;
+    }
     const snapshot = reply.snapshot;
+    // A server before 0.5.0 sends no `recovered`: only a trimmed log breaks the view there.
+    const recovered = reply.recovered ?? reply.log_truncated !== true;
     let lost: [number, number] | undefined;
-    if (reply.log_truncated && reply.first_seq !== undefined && reply.first_seq > this.lastSeq + 1) {
-      lost = [this.lastSeq + 1, reply.first_seq - 1];
-      this.lastSeq = reply.first_seq - 1;
+    if (!recovered) {
+      this.recovered = false;
+      if (snapshot !== undefined && snapshot.last_seq < this.lastSeq) {
+        // A recreated log that ends before what this client saw would reuse its seqs.
+        this.fail(
+          new RunLost(
+            this.workflowId,
+            `the server's log of run ${this.workflowId} ends before the events this client saw`,
+          ),
+        );
+        return undefined;
+      }
+      if (reply.first_seq !== undefined && reply.first_seq > this.lastSeq + 1) {
+        lost = [this.lastSeq + 1, reply.first_seq - 1];
+        this.lastSeq = reply.first_seq - 1;
+      }
     }
     if (snapshot !== undefined) {
       this.snapshot = snapshot;
       this.workflow ??= snapshot.workflow;
-      if (this.events.length === 0) {
+      if (this.events.length === 0 || !recovered) {
+        // Nothing seen, or a view the replay does not continue: the server's open inputs hold.
+        this.pendingInputs.clear();
         for (const input of snapshot.pending_inputs) {
           this.pendingInputs.set(input.request_id, input);
         }

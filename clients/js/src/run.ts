@@ -77,6 +77,20 @@ export class Run<R = JsonObject> implements AsyncIterable<RunEvent> {
   }
 
   /**
+   * False once a `subscribed` for this run (attach, resume) said `recovered: false`: the
+   * replay did not continue this client's view. The server's log was trimmed past the
+   * last seq it had (the client's `gap` event names the seqs that never come), or, with
+   * several gateways on Redis, the log was lost and recreated under another `epoch`. The
+   * client then rebuilt what it knows from the server's `snapshot` (open inputs, status)
+   * and the replay that follows; seqs it had already seen are not yielded again. Rebuild
+   * your own view from `snapshot` too. A server before 0.5.0 sends no `recovered`: there
+   * it is false after a `log_truncated`.
+   */
+  get recovered(): boolean {
+    return this.state.recovered;
+  }
+
+  /**
    * The run's events in seq order, each once, ending after the terminal event. Rejects
    * with `ConnectionLost`, `ConnectionRejected` or `ClientClosed` if the run can no longer
    * be followed. Every iteration starts from the first event of this view.

@@ -20,8 +20,12 @@ import {
   InputClosed,
   InputRejected,
   InvalidFrame,
+  type PendingInput,
   type RunEvent,
+  RUN_UNAVAILABLE_RETRIES,
+  RunLost,
   RunState,
+  RunUnavailable,
   type ServerEvent,
   ServerError,
   SocketOpenFailed,
@@ -57,6 +61,37 @@ function event(seq: number, type = "progress"): RunEvent {
     timestamp: T,
     node_id: "n",
     data: { percent: 50, current: 1, total: 2 },
+  };
+}
+
+const openInput = { request_id: "req_1", node_id: "approve", prompt: "Ship?", options: ["yes", "no"] };
+
+/** The `subscribed` answer for run WID: since `since`, the run at `last`. */
+function subscribed(since: number, last: number, pendingInputs: PendingInput[] = []) {
+  return {
+    type: "subscribed" as const,
+    topics: [],
+    workflow_id: WID,
+    since_seq: since,
+    snapshot: {
+      workflow_id: WID,
+      workflow: "approval",
+      status: "running" as const,
+      last_seq: last,
+      pending_inputs: pendingInputs,
+    },
+  };
+}
+
+function answered(seq: number, requestId = "req_1"): RunEvent {
+  return {
+    type: "input_answered",
+    workflow_id: WID,
+    seq,
+    timestamp: T,
+    node_id: "approve",
+    request_id: requestId,
+    data: { value: "no" },
   };
 }
 
@@ -139,6 +174,7 @@ describe("errorFromFrame", () => {
     assert.ok(errorFromFrame({ type: "error", code: "too_many_runs", message: "m" }) instanceof TooManyRuns);
     const subscriptions = errorFromFrame({ type: "error", code: "too_many_subscriptions", message: "m" });
     assert.ok(subscriptions instanceof TooManySubscriptions);
+    assert.ok(errorFromFrame({ type: "error", code: "run_unavailable", message: "m" }) instanceof RunUnavailable);
   });
 
   it("names a WorkflowFailed subclass for the failures a caller acts on", () => {
@@ -328,6 +364,197 @@ describe("ClientCore", () => {
     assert.deepEqual(gaps, [{ workflowId: WID, fromSeq: 3, toSeq: 5 }]);
     core.receive(event(6));
     assert.equal(core.runs.get(WID)?.lastSeq, 6);
+    assert.equal(core.runs.get(WID)?.recovered, false, "a server before 0.5.0 says only log_truncated");
+  });
+
+  /** A followed run at seq 3 (an input request open at 2), attached under `epoch`. */
+  function attachedRun(core: ClientCore, epoch = "e1"): RunState {
+    const state = core.track(WID, 0);
+    core.receive({ ...subscribed(0, 3, [openInput]), epoch, recovered: true, first_seq: 1 });
+    for (const frame of [event(1), inputRequest(2), event(3)]) {
+      core.receive(frame);
+    }
+    return state;
+  }
+
+  it("names the epoch of the last subscribed when it resumes and when it resyncs", () => {
+    const { core, sent } = coreWithSink();
+    attachedRun(core);
+    core.lost();
+    core.resume();
+    const resume = sent.at(-1);
+    assert.ok(resume?.type === "subscribe");
+    assert.deepEqual(
+      { workflow_id: resume.workflow_id, since_seq: resume.since_seq, epoch: resume.epoch },
+      { workflow_id: WID, since_seq: 3, epoch: "e1" },
+    );
+    core.receive({ ...subscribed(3, 3), reply_to: resume.id, epoch: "e1", recovered: true, first_seq: 1 });
+    core.receive(event(5)); // 4 went missing
+    const resync = sent.at(-1);
+    assert.ok(resync?.type === "subscribe" && resync.since_seq === 3 && resync.epoch === "e1");
+  });
+
+  it("resumes a run it never got a subscribed for without an epoch", () => {
+    const { core, sent } = coreWithSink();
+    core.track(WID, 0).accept(event(1));
+    core.lost();
+    core.resume();
+    const resume = sent.at(-1);
+    assert.ok(resume?.type === "subscribe" && !("epoch" in resume));
+  });
+
+  it("rebuilds a run from the snapshot and the whole replay when the log was recreated", () => {
+    const { core, sent, messages, gaps } = coreWithSink();
+    const state = attachedRun(core);
+    assert.deepEqual([...state.pendingInputs.keys()], ["req_1"]);
+    core.lost();
+    core.resume();
+    const resume = sent.at(-1);
+    messages.length = 0;
+    // Another epoch: the whole recreated log (same events, same seqs); the request was
+    // answered meanwhile, as the snapshot says.
+    core.receive({
+      ...subscribed(0, 5),
+      reply_to: resume?.id,
+      epoch: "e2",
+      recovered: false,
+      log_truncated: false,
+      first_seq: 1,
+    });
+    for (const frame of [event(1), inputRequest(2), event(3), answered(4), event(5)]) {
+      core.receive(frame);
+    }
+    assert.equal(state.recovered, false);
+    assert.equal(state.epoch, "e2");
+    assert.deepEqual(
+      state.events.map((e) => e.seq),
+      [1, 2, 3, 4, 5],
+      "seqs already seen are not appended twice",
+    );
+    assert.deepEqual(
+      messages.map((m) => ("seq" in m ? m.seq : m.type)),
+      ["subscribed", 4, 5],
+      "nor emitted twice",
+    );
+    assert.equal(state.pendingInputs.size, 0);
+    assert.deepEqual(gaps, [], "no seq was skipped");
+    core.lost();
+    core.resume();
+    const next = sent.at(-1);
+    assert.ok(next?.type === "subscribe" && next.epoch === "e2", "the next resume names the recreated log");
+  });
+
+  it("rebuilds the open inputs from the snapshot when a recreated log no longer reaches back", () => {
+    const { core, sent, gaps } = coreWithSink();
+    const state = attachedRun(core);
+    core.lost();
+    core.resume();
+    core.receive({
+      ...subscribed(0, 8),
+      reply_to: sent.at(-1)?.id,
+      epoch: "e2",
+      recovered: false,
+      log_truncated: true,
+      first_seq: 7,
+    });
+    core.receive(event(7));
+    core.receive(event(8));
+    assert.deepEqual(gaps, [{ workflowId: WID, fromSeq: 4, toSeq: 6 }]);
+    assert.deepEqual(
+      state.events.map((e) => e.seq),
+      [1, 2, 3, 7, 8],
+    );
+    assert.equal(state.pendingInputs.size, 0, "the snapshot's open inputs (none), not the one seen at seq 2");
+    assert.equal(state.recovered, false);
+  });
+
+  it("keeps the view of a recovered resume", () => {
+    const { core, sent, gaps } = coreWithSink();
+    const state = attachedRun(core);
+    core.lost();
+    core.resume();
+    core.receive({ ...subscribed(3, 4), reply_to: sent.at(-1)?.id, epoch: "e1", recovered: true, first_seq: 1 });
+    core.receive(event(4));
+    assert.equal(state.recovered, true);
+    assert.deepEqual([...state.pendingInputs.keys()], ["req_1"], "the open input seen is kept");
+    assert.deepEqual(
+      state.events.map((e) => e.seq),
+      [1, 2, 3, 4],
+    );
+    assert.deepEqual(gaps, []);
+  });
+
+  it("loses a run whose recreated log ends before the seqs this client saw", async () => {
+    const { core, sent } = coreWithSink();
+    const state = attachedRun(core);
+    core.lost();
+    core.resume();
+    core.receive({ ...subscribed(0, 2), reply_to: sent.at(-1)?.id, epoch: "e2", recovered: false, first_seq: 1 });
+    assert.ok(state.outcome?.status === "lost" && state.outcome.error instanceof RunLost);
+    assert.equal(core.runs.has(WID), false);
+  });
+
+  it("sends an answer the owner did not confirm again, the same frame, then settles with its ack", async () => {
+    const { core, sent, timers } = coreWithSink();
+    core.track(WID, 0).accept(event(1));
+    const answer = core.command({
+      type: "node_input",
+      workflow_id: WID,
+      node_id: "approve",
+      request_id: "req_1",
+      data: { value: "yes" },
+      idempotency_key: "answer-9",
+    });
+    const first = sent.at(-1);
+    core.receive({ type: "error", code: "run_unavailable", message: "no answer", reply_to: first?.id });
+    assert.deepEqual(
+      timers.map((t) => t.ms),
+      [1000],
+      "the default wait: the frame names no retry_after",
+    );
+    timers.shift()?.task();
+    assert.deepEqual(sent.at(-1), first, "same id, same idempotency_key");
+    core.receive({ type: "ack", reply_to: first?.id, command: "node_input", workflow_id: WID });
+    assert.equal((await answer.reply).type, "ack");
+  });
+
+  it("rejects with RunUnavailable after the retries, and a cancel at once", async () => {
+    const { core, sent, timers } = coreWithSink();
+    const answer = core.command({
+      type: "node_input",
+      workflow_id: WID,
+      node_id: "approve",
+      data: { value: "yes" },
+      idempotency_key: "answer-10",
+    });
+    const id = sent.at(-1)?.id;
+    for (let i = 0; i < RUN_UNAVAILABLE_RETRIES; i++) {
+      core.receive({ type: "error", code: "run_unavailable", message: "no answer", reply_to: id });
+      timers.shift()?.task();
+    }
+    assert.equal(sent.filter((f) => f.type === "node_input").length, RUN_UNAVAILABLE_RETRIES + 1);
+    core.receive({ type: "error", code: "run_unavailable", message: "no answer", reply_to: id, workflow_id: WID });
+    await assert.rejects(
+      answer.reply,
+      (error: unknown) =>
+        error instanceof RunUnavailable && error.code === "run_unavailable" && error.workflowId === WID,
+    );
+    const cancel = core.command({ type: "cancel_workflow", workflow_id: WID });
+    core.receive({ type: "error", code: "run_unavailable", message: "no answer", reply_to: cancel.id });
+    await assert.rejects(cancel.reply, RunUnavailable);
+    assert.equal(timers.length, 0, "a cancel is not sent again");
+  });
+
+  it("retries a resume that finds the run unavailable instead of losing the run", () => {
+    const { core, sent, timers } = coreWithSink();
+    const state = attachedRun(core);
+    core.lost();
+    core.resume();
+    const resume = sent.at(-1);
+    core.receive({ type: "error", code: "run_unavailable", message: "no answer", reply_to: resume?.id });
+    timers.shift()?.task();
+    assert.deepEqual(sent.at(-1), resume);
+    assert.equal(state.finished, false);
   });
 
   it("after a drop, resends what is safe, fails what is not, and resumes open runs", async () => {
@@ -659,6 +886,48 @@ describe("GraphwireClient over a fake transport", () => {
     assert.ok(second?.type === "node_input" && second.idempotency_key !== first.idempotency_key, "one key per call");
     fake.push({ type: "error", code: "input_already_answered", message: "answered", reply_to: second.id });
     await assert.rejects(again, InputRejected);
+    await client.close();
+  });
+
+  it("resumes naming the epoch; a recreated log leaves run.recovered false and the view rebuilt", async () => {
+    const fake = fakeTransport();
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", {
+      transport: fake.transport,
+      reconnect: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 1 },
+    });
+    await client.connect();
+    const attach = client.attach(WID);
+    await settle();
+    const first = fake.sent[0];
+    assert.ok(first?.type === "subscribe" && !("epoch" in first));
+    fake.push({ ...subscribed(0, 2, [openInput]), reply_to: first.id, epoch: "e1", recovered: true, first_seq: 1 });
+    const run = await attach;
+    fake.push(event(1));
+    fake.push(inputRequest(2));
+    assert.equal(run.recovered, true);
+    fake.drop(1006);
+    while (fake.sent.length < 2) {
+      await settle();
+    }
+    const resume = fake.sent[1];
+    assert.ok(resume?.type === "subscribe" && resume.since_seq === 2 && resume.epoch === "e1");
+    fake.push({
+      ...subscribed(0, 4),
+      reply_to: resume.id,
+      epoch: "e2",
+      recovered: false,
+      log_truncated: false,
+      first_seq: 1,
+    });
+    for (const frame of [event(1), inputRequest(2), answered(3), event(4)]) {
+      fake.push(frame);
+    }
+    assert.equal(run.recovered, false);
+    assert.deepEqual(run.pendingInputs, []);
+    assert.deepEqual(
+      run.events.map((e) => e.seq),
+      [1, 2, 3, 4],
+    );
     await client.close();
   });
 

@@ -22,16 +22,18 @@ from graphwire_client import (
     Forbidden,
     GraphwireClient,
     RateLimited,
+    RunUnavailable,
     ServerError,
     TokenExpired,
     TransportClosed,
     Unauthorized,
 )
 from graphwire_client._auth import MIN_REFRESH_LEAD, call_provider, refresh_delay, token_expiry
-from graphwire_client._core import MAX_RATE_LIMIT_RETRIES, repeatable
+from graphwire_client._core import MAX_RATE_LIMIT_RETRIES, MAX_UNAVAILABLE_RETRIES, repeatable
 from graphwire_client._generated.messages import (
     Ack,
     CancelWorkflow,
+    ErrorCode,
     JoinGroup,
     NodeInput,
     Ping,
@@ -256,6 +258,71 @@ def test_a_rate_limited_resume_subscribe_is_retried() -> None:
     core.release_held()
     assert sent(core) == [resume]
     assert not run.done
+
+
+# --- run_unavailable: the gateway running the run did not answer -------------------------------
+
+
+def test_an_answer_the_owner_did_not_confirm_goes_again_identical_and_counts_as_a_repeat() -> None:
+    core = online()
+    start(core)
+    pending = core.command(
+        NodeInput(type="node_input", workflow_id=WID, node_id="approve", request_id="req_1", data={"value": "yes"}),
+        Ack,
+    )
+    (first,) = sent(core)
+    refused = core.receive_text(frame(error("run_unavailable", pending.id, workflow_id=WID)))
+    assert refused.retry_after == 1.0, "no retry_after in the frame: the default wait"
+    assert (refused.settled, refused.deliveries) == ([], [])
+    assert sent(core) == []
+    core.release_held()
+    assert sent(core) == [first], "the same frame: same id, same idempotency_key"
+    assert pending.attempts == 2, "the first copy may have landed"
+    core.receive_text(frame({"type": "ack", "reply_to": pending.id, "command": "node_input", "workflow_id": WID}))
+    assert isinstance(pending.reply, Ack)
+
+
+def test_a_command_the_owner_never_confirms_fails_with_run_unavailable() -> None:
+    core = online()
+    start(core)
+    pending = core.command(
+        NodeInput(type="node_input", workflow_id=WID, node_id="approve", data={"value": "yes"}, idempotency_key="k"),
+        Ack,
+    )
+    for _ in range(MAX_UNAVAILABLE_RETRIES):
+        sent(core)
+        assert core.receive_text(frame(error("run_unavailable", pending.id))).settled == []
+        core.release_held()
+    assert len(sent(core)) == 1
+    last = core.receive_text(frame(error("run_unavailable", pending.id, workflow_id=WID)))
+    assert last.settled == [pending]
+    assert isinstance(pending.error, RunUnavailable)
+    assert (pending.error.code, pending.error.workflow_id) == (ErrorCode.run_unavailable, WID)
+
+
+def test_a_cancel_the_owner_did_not_confirm_fails_at_once_with_run_unavailable() -> None:
+    core = online()
+    start(core)
+    pending = core.command(CancelWorkflow(type="cancel_workflow", workflow_id=WID), Ack)
+    sent(core)
+    refused = core.receive_text(frame(error("run_unavailable", pending.id)))
+    assert refused.retry_after is None
+    assert isinstance(pending.error, RunUnavailable)
+
+
+def test_a_resume_that_finds_the_run_unavailable_is_retried_not_lost() -> None:
+    core = online()
+    run = start(core).run
+    assert run is not None
+    core.connection_lost()
+    core.connection_made(HELLO)
+    (resume,) = sent(core)
+    refused = core.receive_text(frame(error("run_unavailable", resume["id"], workflow_id=WID)))
+    assert refused.retry_after == 1.0
+    assert refused.changed == []
+    assert not run.done
+    core.release_held()
+    assert sent(core) == [resume]
 
 
 def test_a_refused_attach_forgets_the_run_so_a_second_attach_asks_again() -> None:

@@ -462,6 +462,124 @@ def test_a_truncated_log_jumps_to_its_first_seq() -> None:
     assert attach.run is not None
     assert [e.seq for e in attach.run.events] == [40, 41]
     assert attach.run.truncated
+    assert not attach.run.recovered, "a server before 0.5.0 says only log_truncated"
+
+
+# --- the log's epoch and recovered ------------------------------------------------------------
+
+
+def attached(core: ClientCore, epoch: str = "e1", upto: int = 3) -> PendingCommand:
+    """An attached run: ``subscribed`` with ``epoch``, then seqs 1 (started), 2 (an input request) … ``upto``."""
+    attach = core.command(Subscribe(type="subscribe", workflow_id=WID, since_seq=0), Subscribed)
+    sent(core)
+    replay = [started(), request(2), *(node(seq) for seq in range(3, upto + 1))]
+    core.receive_text(frame(subscribed(attach.id, 0, upto, epoch=epoch, recovered=True, first_seq=1), *replay))
+    return attach
+
+
+def resumed(core: ClientCore) -> dict[str, Any]:
+    """Drop the connection and open a new one: the one frame the core sends, its resume."""
+    core.connection_lost()
+    core.connection_made(HELLO)
+    (resume,) = sent(core)
+    return resume
+
+
+def test_a_resume_and_a_resync_name_the_epoch_of_the_last_subscribed() -> None:
+    core = online()
+    run = attached(core).run
+    assert run is not None
+    assert (run.epoch, run.recovered) == ("e1", True)
+    resume = resumed(core)
+    assert {k: resume.get(k) for k in ("type", "workflow_id", "since_seq", "epoch")} == {
+        "type": "subscribe",
+        "workflow_id": WID,
+        "since_seq": 3,
+        "epoch": "e1",
+    }
+    core.receive_text(frame(subscribed(resume["id"], 3, 3, epoch="e1", recovered=True, first_seq=1)))
+    core.receive_text(frame(node(5)))  # 4 went missing
+    _unsubscribe, resync = sent(core)
+    assert (resync["since_seq"], resync["epoch"]) == (3, "e1")
+
+
+def test_a_run_never_subscribed_resumes_without_an_epoch() -> None:
+    core = online()
+    run = start(core).run
+    assert run is not None
+    assert "epoch" not in resumed(core), "the start's answer names no epoch"
+
+
+def test_a_recreated_log_rebuilds_the_run_from_the_snapshot_and_the_whole_replay() -> None:
+    core = online()
+    run = attached(core).run
+    assert run is not None
+    assert list(run.pending_inputs) == ["req_1"]
+    resume = resumed(core)
+    # Another epoch: the gateway replays its whole recreated log (same events, same seqs).
+    # Meanwhile the request was answered and the run went on; the snapshot says so.
+    core.receive_text(
+        frame(
+            subscribed(resume["id"], 0, 5, epoch="e2", recovered=False, log_truncated=False, first_seq=1),
+            started(),
+            request(2),
+            node(3),
+            answered(4),
+            node(5),
+        )
+    )
+    assert not run.recovered
+    assert not run.truncated, "no seq was skipped"
+    assert run.epoch == "e2"
+    assert [e.seq for e in run.events] == [1, 2, 3, 4, 5], "seqs already seen are not appended twice"
+    assert run.pending_inputs == {}
+    assert resumed(core)["epoch"] == "e2", "the next resume names the new log"
+
+
+def test_a_recreated_log_that_no_longer_reaches_back_jumps_like_a_truncated_one() -> None:
+    core = online()
+    run = attached(core).run
+    assert run is not None
+    resume = resumed(core)
+    received = core.receive_text(
+        frame(
+            subscribed(resume["id"], 0, 8, epoch="e2", recovered=False, log_truncated=True, first_seq=7),
+            node(7),
+            node(8),
+        )
+    )
+    assert (run.recovered, run.truncated) == (False, True)
+    assert [e.seq for e in run.events] == [1, 2, 3, 7, 8]
+    assert run.pending_inputs == {}, "the open input is the snapshot's (none), not the one seen at seq 2"
+    assert [getattr(d.message, "seq", None) for d in received.deliveries] == [7, 8]
+    assert sent(core) == [], "a jump the server announced is no gap to resync"
+
+
+def test_a_recovered_resume_continues_the_view() -> None:
+    core = online()
+    run = attached(core).run
+    assert run is not None
+    resume = resumed(core)
+    core.receive_text(
+        frame(
+            subscribed(resume["id"], 3, 4, epoch="e1", recovered=True, log_truncated=False, first_seq=1),
+            node(4),
+        )
+    )
+    assert (run.recovered, run.truncated, run.epoch) == (True, False, "e1")
+    assert [e.seq for e in run.events] == [1, 2, 3, 4]
+    assert resumed(core)["epoch"] == "e1"
+
+
+def test_a_recreated_log_that_ends_before_the_seqs_seen_loses_the_run() -> None:
+    core = online()
+    run = attached(core, upto=5).run
+    assert run is not None
+    resume = resumed(core)
+    received = core.receive_text(frame(subscribed(resume["id"], 0, 4, epoch="e2", recovered=False, first_seq=1)))
+    assert isinstance(run.failure, RunLost)
+    assert received.changed == [run]
+    assert WID not in core.runs
 
 
 def test_attaching_after_the_end_is_done_from_the_snapshot() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -340,6 +340,97 @@ async def test_a_respond_waiting_across_a_drop_ends_with_input_closed_and_status
         again.push({"type": "pong", "reply_to": ping["id"], "timestamp": TS})
         await asyncio.wait_for(pinging, 2)
         assert errors == []
+
+
+def subscribed(reply_to: str, since: int, last: int, **extra: Any) -> dict[str, Any]:
+    snapshot = {"workflow_id": "r1", "workflow": "approval", "status": "running", "last_seq": last}
+    return {
+        "type": "subscribed",
+        "reply_to": reply_to,
+        "topics": [],
+        "workflow_id": "r1",
+        "since_seq": since,
+        "snapshot": {**snapshot, "pending_inputs": extra.pop("pending_inputs", [])},
+        **extra,
+    }
+
+
+async def test_a_resume_names_the_epoch_and_a_recreated_log_rebuilds_the_run_from_its_snapshot() -> None:
+    transport = FakeTransport()
+    async with client_for(transport) as client:
+        socket = transport.sockets[0]
+        attaching = asyncio.create_task(client.attach("r1"))
+        attach = await socket.next()
+        assert "epoch" not in attach
+        pending = [{"request_id": "req_1", "node_id": "approve", "prompt": "ok?", "options": ["yes", "no"]}]
+        first = {**started(attach["id"]), "workflow": "approval"}
+        first.pop("reply_to")
+        socket.push(
+            subscribed(attach["id"], 0, 2, epoch="e1", recovered=True, first_seq=1, pending_inputs=pending),
+            first,
+            input_request(2),
+        )
+        run = await attaching
+        seen: list[int] = []
+        reading = asyncio.create_task(read_seqs(run, seen))
+        while run.last_seq < 2:
+            await asyncio.sleep(0)
+        assert (run.recovered, [p.request_id for p in run.pending_inputs]) == (True, ["req_1"])
+        socket.drop()
+        again = await transport.next_socket(1)
+        resume = await again.next()
+        assert (resume["type"], resume["since_seq"], resume["epoch"]) == ("subscribe", 2, "e1")
+        # Redis lost the log and the owner recreated it: another epoch, the whole log again,
+        # and meanwhile the request was answered (the snapshot lists no open input).
+        answered = {**input_request(3), "type": "input_answered", "data": {"value": "no"}}
+        del answered["prompt"], answered["options"]
+        again.push(
+            subscribed(resume["id"], 0, 4, epoch="e2", recovered=False, log_truncated=False, first_seq=1),
+            first,
+            input_request(2),
+            answered,
+            token(4, "hi"),
+        )
+        while run.last_seq < 4:
+            await asyncio.sleep(0)
+        assert not run.recovered
+        assert not run.truncated
+        assert run.pending_inputs == []
+        assert [e.seq for e in run.events] == [1, 2, 3, 4]
+        await asyncio.wait_for(until(lambda: len(seen) >= 4), 2)
+        assert seen == [1, 2, 3, 4], "each seq yielded once"
+        again.drop()
+        resume = await (await transport.next_socket(2)).next()
+        assert resume["epoch"] == "e2", "the next resume names the recreated log"
+        reading.cancel()
+
+
+async def read_seqs(run: Run[Any], seen: list[int]) -> None:
+    async for event in run:
+        seen.append(event.seq)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0)
+
+
+async def test_an_answer_the_owner_did_not_confirm_goes_again_and_returns_once_acked() -> None:
+    transport = FakeTransport()
+    async with client_for(transport) as client:
+        socket = transport.sockets[0]
+        starting = asyncio.create_task(client.start_workflow("approval", {"message": "ok?"}))
+        socket.push(started((await socket.next())["id"]))
+        run = await starting
+        answering = asyncio.create_task(run.respond("req_1", "yes", node_id="approve"))
+        first = await socket.next()
+        unavailable = "the gateway running 'r1' did not answer in time (TimeoutError); send it again"
+        socket.push({"type": "error", "code": "run_unavailable", "message": unavailable, "reply_to": first["id"]})
+        repeat = await socket.next()  # after the default wait (the frame names no retry_after)
+        assert repeat == first, "the same frame: same id, same idempotency_key"
+        assert not answering.done()
+        socket.push({"type": "ack", "reply_to": repeat["id"], "command": "node_input", "workflow_id": "r1"})
+        await asyncio.wait_for(answering, 2)
 
 
 @pytest.mark.parametrize("code", [4001, 4003, 1008, 1009])

@@ -40,6 +40,7 @@ from graphwire.protocol import (
 from graphwire.rate_limits import CommandLimits
 from graphwire.registry import WorkflowRegistry
 from graphwire.router import Router
+from graphwire.run_store import GATEWAY, RUN
 from graphwire.runs import RunManager
 from graphwire.settings import Settings
 from graphwire.watchdog import LoopWatchdog, describe_runs
@@ -76,8 +77,10 @@ class Gateway:
         self.auth = Authenticator(settings)
         self.broker = broker if broker is not None else create_broker(settings)
         self.connections = ConnectionManager(settings.flush_quiet_ms / 1000.0, self.broker)
-        self.runs = RunManager(settings, self.connections.flusher)
-        self.router = Router(registry, self.runs, self.connections, self.auth, CommandLimits(settings))
+        self.runs = RunManager(settings, self.connections.flusher, self.broker)
+        # With redis_url, the per-user limits are counted in Redis, shared by all gateways.
+        self.limits = CommandLimits(settings)
+        self.router = Router(registry, self.runs, self.connections, self.auth, self.limits)
 
     async def serve(self, ws: WebSocket, table: dict[str, type[BaseModel]], send: Send) -> None:
         """Read frames until the client leaves; bad input gets ``error``, never a close.
@@ -161,7 +164,7 @@ class Gateway:
                         kind, reply_to = "invalid", parsed.reply_to
                     else:
                         kind, reply_to = getattr(parsed, "type", "invalid"), getattr(parsed, "id", None)
-                    if self.router.over_limit(conn, kind, reply_to):
+                    if await self.router.over_limit(conn, kind, reply_to):
                         await ws.close(CloseCode.policy_violation, "rate limit exceeded, far and for long")
                         break
                     if isinstance(parsed, ProtocolError):
@@ -203,6 +206,15 @@ class Gateway:
             return self.auth.verify(token), None
         except TokenRefused as refused:
             return None, refused
+
+    def deliver_remote(self, channel: str, frame: str) -> None:
+        """What another gateway sent on a channel this one watches: a run's event, a command, a broadcast."""
+        if channel.startswith(RUN):
+            self.runs.deliver_run_frame(channel[len(RUN) :], frame)
+        elif channel.startswith(GATEWAY):
+            self.runs.deliver_gateway_frame(frame)
+        else:
+            self.connections.deliver_remote(channel, frame)
 
     async def end_runs(self, budget: float) -> None:
         """Shutdown, before any socket closes: end every run in flight, deliver the endings.
@@ -340,7 +352,7 @@ def create_app(
         )
         watchdog.start()
         # The broker (Redis) before the first socket; closed last, once uvicorn closed them all.
-        await gateway.broker.start(gateway.connections.deliver_remote)
+        await gateway.broker.start(gateway.deliver_remote, gateway.runs.watching)
         try:
             yield
         finally:
@@ -351,6 +363,7 @@ def create_app(
                 try:
                     await gateway.broker.close()
                 finally:
+                    await gateway.limits.close()  # the rate limits' Redis connections; never raises
                     watchdog.stop()
 
     sockets = {"/ws/workflow": WORKFLOW_MESSAGES, "/ws/chat": CHAT_MESSAGES}
@@ -358,10 +371,11 @@ def create_app(
 
     @app.get("/ws/health")
     async def health() -> dict[str, Any]:
-        """Liveness: ``status`` is ``ok`` while the gateway serves."""
-        active = sum(1 for run in gateway.runs.runs.values() if not run.finished)
+        """Liveness: ``status`` is ``ok`` while the gateway serves; ``gateway_id`` says which process answered."""
+        active = sum(1 for run in gateway.runs.runs.values() if not run.finished and not run.mirror)
         return {
             "status": "ok",
+            "gateway_id": gateway.broker.gateway_id,
             "active_connections": len(gateway.connections.connections),
             "active_runs": active,
             "workflows": registry.names(),

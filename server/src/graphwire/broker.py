@@ -2,23 +2,25 @@
 
 ``LocalBroker`` is the embedded default (``make run``): the gateway is the whole
 deployment, so nothing leaves it. ``RedisBroker`` (``GRAPHWIRE_REDIS_URL``) joins any
-number of gateways through one Redis. Issue 13, step 1 carries groups and topics:
+number of gateways through one Redis:
 
 - a gateway SUBSCRIBEs, on one pub/sub connection, to ``graphwire:<channel>`` only while
-  one of its own clients is in that group or topic (``watch`` on the first, ``unwatch``
-  after the last);
+  one of its own clients is in that group or topic, or watches that run (``watch`` on
+  the first, ``unwatch`` after the last), and always to its own ``gateway:<id>``;
 - a broadcast is fanned out to this gateway's members by the caller and handed here once,
   already encoded: it is PUBLISHed behind the sender's gateway id, each other gateway
   fans the same string out to its members, and the sender skips its own echo;
 - groups and topics are live-only: a gateway cut from Redis misses what was published
   meanwhile, as a client that was offline does. The pub/sub reader reconnects with
-  capped, jittered backoff and subscribes again to every channel still watched; a publish
-  that Redis does not take within ``redis_timeout`` raises ``BrokerUnavailable`` and is
-  counted, never hangs the caller.
+  capped, jittered backoff and subscribes again to every channel still watched
+  (``on_watching`` tells the gateway each time Redis confirms one, so runs can catch up
+  from their streams); a publish that Redis does not take within ``redis_timeout``
+  raises ``BrokerUnavailable`` and is counted, never hangs the caller;
+- runs (logs as Streams, state, inboxes) are ``runs``, a ``graphwire.run_store.RunStore``
+  on the same Redis clients.
 
 Channels are opaque names here; the connection manager owns ``group:<name>`` and
-``topic:<name>``. The next steps of issue 13 (run logs as Redis Streams, run inboxes,
-ownership leases, rate-limit counters) are further methods of this seam.
+``topic:<name>``, the run manager ``run:<id>`` and ``gateway:<id>``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from graphwire.run_store import GATEWAY, RedisRunStore, RunStore
 from graphwire.settings import Settings
 
 __all__ = [
@@ -57,6 +60,8 @@ log = logging.getLogger("graphwire.broker")
 
 # A frame another gateway sent on a channel this gateway watches: (channel, frame).
 OnFrame = Callable[[str, str], None]
+# Redis confirmed a subscription (the first time, and again after each reconnect): (channel).
+OnWatching = Callable[[str], None]
 
 PREFIX = "graphwire:"
 # The pub/sub connection quiet this long gets a PING; no answer within the timeout: reconnect.
@@ -100,12 +105,21 @@ class Broker(Protocol):
     shared: bool
 
     @property
+    def runs(self) -> RunStore | None:
+        """Runs in Redis (logs, state, inboxes); ``None`` when this gateway is the whole deployment."""
+        ...
+
+    @property
     def connected(self) -> bool:
         """Whether the deployment is reachable now (always, for the local broker)."""
         ...
 
-    async def start(self, on_frame: OnFrame) -> None:
-        """Begin; ``on_frame`` is called with each frame another gateway sent on a watched channel."""
+    async def start(self, on_frame: OnFrame, on_watching: OnWatching | None = None) -> None:
+        """Begin; ``on_frame`` is called with each frame another gateway sent on a watched channel.
+
+        ``on_watching`` is called each time Redis confirms a subscription: after it, what
+        was published on the channel while it was not confirmed must be read from Redis.
+        """
 
     async def close(self) -> None:
         """Stop, after this gateway's connections are closed; frames still waiting get a short grace."""
@@ -132,6 +146,7 @@ class LocalBroker:
     """The embedded default: this gateway is the whole deployment, so nothing leaves it."""
 
     shared = False
+    runs: RunStore | None = None
 
     def __init__(self) -> None:
         self.gateway_id = "local"
@@ -140,7 +155,7 @@ class LocalBroker:
     def connected(self) -> bool:
         return True
 
-    async def start(self, on_frame: OnFrame) -> None:
+    async def start(self, on_frame: OnFrame, on_watching: OnWatching | None = None) -> None:
         pass
 
     async def close(self) -> None:
@@ -163,7 +178,12 @@ def create_broker(settings: Settings) -> Broker:
     """``RedisBroker`` when ``redis_url`` is set, else the in-process ``LocalBroker``."""
     if settings.redis_url is None:
         return LocalBroker()
-    return RedisBroker(settings.redis_url, timeout=settings.redis_timeout)
+    return RedisBroker(
+        settings.redis_url,
+        timeout=settings.redis_timeout,
+        run_log_max_events=settings.run_log_max_events,
+        run_retention=settings.run_retention_seconds,
+    )
 
 
 def redacted(url: str) -> str:
@@ -207,6 +227,8 @@ class RedisBroker:
         timeout: float = 2.0,
         gateway_id: str | None = None,
         health_interval: float = HEALTH_INTERVAL,
+        run_log_max_events: int = 100_000,
+        run_retention: float = 3600.0,
     ) -> None:
         self.url = url
         self.where = redacted(url)
@@ -221,6 +243,7 @@ class RedisBroker:
         self._publish_failing = False
         self._published_at = float("-inf")
         self._on_frame: OnFrame | None = None
+        self._on_watching: OnWatching | None = None
         self._client: aioredis.Redis | None = None
         self._sub_client: aioredis.Redis | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -237,6 +260,27 @@ class RedisBroker:
         self._drained.set()
         self._sender = self.gateway_id.encode()
         self._sender_head = self._sender + b" "
+        # Commands and their answers for this gateway: a channel of its own, always watched.
+        self.inbox_channel = GATEWAY + self.gateway_id
+        self._runs = RedisRunStore(
+            self._pub,
+            self.gateway_id,
+            timeout,
+            self.send,
+            run_log_max_events,
+            run_retention,
+            backoff_delay,
+            # The owner may be reconnecting to Redis itself: a few of its backoff periods.
+            command_timeout=2 * timeout + 2 * BACKOFF_CAP,
+        )
+
+    @property
+    def runs(self) -> RunStore | None:
+        return self._runs
+
+    def _pub(self) -> aioredis.Redis:
+        assert self._client is not None, "the broker is not started"
+        return self._client
 
     @property
     def connected(self) -> bool:
@@ -247,14 +291,17 @@ class RedisBroker:
         """The channels Redis confirmed this gateway is subscribed to."""
         return frozenset(self._confirmed)
 
-    async def start(self, on_frame: OnFrame) -> None:
+    async def start(self, on_frame: OnFrame, on_watching: OnWatching | None = None) -> None:
         """Connect; waits for Redis at most ``timeout``, then keeps trying in the background."""
         self._on_frame = on_frame
+        self._on_watching = on_watching
+        self._wanted.add(self.inbox_channel)
         # Two clients, named for CLIENT LIST: the pub/sub connection, and the publishers' pool.
         self._sub_client = self._connect("sub")
         self._client = self._connect("pub")
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._subscriber()), loop.create_task(self._publisher())]
+        self._runs.start()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.timeout):
                 await self._up.wait()
@@ -271,6 +318,7 @@ class RedisBroker:
         )
 
     async def close(self) -> None:
+        await self._runs.close()
         if self._connected and not self._drained.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.timeout):
@@ -392,6 +440,9 @@ class RedisBroker:
         name = channel.decode()[len(PREFIX) :]
         if name not in self._wanted:
             return  # left while the frame was on its way
+        if name == self.inbox_channel and frame.startswith(b"reply "):
+            self._runs.answered(frame[6:].decode())
+            return
         try:
             self._on_frame(name, frame.decode())
         except Exception:
@@ -409,6 +460,11 @@ class RedisBroker:
             waiter = self._waiters.pop(name, None)
             if waiter is not None:
                 _settle(waiter)
+            if self._on_watching is not None:
+                try:
+                    self._on_watching(name)
+                except Exception:
+                    log.exception("catching up on channel %r failed", name)
 
     def _began(self) -> None:
         self._connected = True

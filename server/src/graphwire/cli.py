@@ -1,4 +1,8 @@
-"""``graphwire serve``: run the gateway under uvicorn with the settings' socket limits."""
+"""``graphwire serve``: run the gateway under uvicorn with the settings' socket limits.
+
+With ``--workers N`` (N > 1, Redis required) a supervisor keeps N gateway processes on
+the one port (``graphwire.supervisor``); with one, the gateway is this process.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import gc
 import logging
 import os
 import resource
+import socket
 import sys
 
 import uvicorn
@@ -15,6 +20,7 @@ import uvicorn
 from graphwire.app import create_app
 from graphwire.auth import Authenticator
 from graphwire.settings import Settings, SettingsProblem, load_settings
+from graphwire.supervisor import supervise
 from graphwire.transport import GatewayServer, gateway_protocol
 
 __all__ = ["main"]
@@ -65,39 +71,16 @@ def log_access(settings: Settings) -> None:
         log.info("auth is on: every connection needs a valid token; browsers from %s", origins)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="graphwire", description="graphwire WebSocket gateway")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1, GRAPHWIRE_HOST)")
-    serve.add_argument("--port", type=int, default=None, help="port (default 8000, GRAPHWIRE_PORT)")
-    serve.add_argument(
-        "--workflows",
-        action="append",
-        default=None,
-        metavar="MODULE:FUNCTION",
-        help="also register the workflows of this function (called with the registry); repeatable",
-    )
-    serve.add_argument("--log-level", default="info")
-    token = sub.add_parser("token", help="print a development token signed with GRAPHWIRE_AUTH_JWT_SECRET (HS256)")
-    token.add_argument("--sub", required=True, help="the user (the token's sub)")
-    token.add_argument("--scope", default="", help='space-separated scopes, e.g. "workflows:start runs:read"')
-    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)")
-    args = parser.parse_args(argv)
-    if args.command == "token":
-        return mint_token(args.sub, args.scope, args.ttl)
+def worker_count(value: str) -> int:
+    """``--workers``: a whole number of processes, at least one."""
+    count = int(value)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {count}")
+    return count
 
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workflows", args.workflows)) if v}
-    try:
-        settings = load_settings(**overrides)
-    except SettingsProblem as exc:
-        print(f"graphwire: {exc}", file=sys.stderr)
-        return 2
-    # `--workflows myflows:register` names a module beside the user, as `uvicorn
-    # --app-dir .` does: the current directory is importable.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+def run_gateway(settings: Settings, log_level: str, sockets: list[socket.socket] | None = None) -> int:
+    """One gateway process: its app under ``GatewayServer``, on ``sockets`` when given (a worker)."""
     try:
         app = create_app(settings)
     except (ImportError, AttributeError, ValueError) as exc:
@@ -108,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         app,
         host=settings.host,
         port=settings.port,
-        log_level=args.log_level,
+        log_level=log_level,
         ws_max_size=settings.max_message_size,
         ws_ping_interval=settings.ping_interval or None,
         ws_ping_timeout=settings.ping_timeout or None,
@@ -123,8 +106,61 @@ def main(argv: list[str] | None = None) -> int:
     )
     raise_fd_limit()
     tune_gc()
-    GatewayServer(config, settings.shutdown_grace, app.gateway.end_runs).run()
+    GatewayServer(config, settings.shutdown_grace, app.gateway.end_runs).run(sockets)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="graphwire", description="graphwire WebSocket gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1, GRAPHWIRE_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000, GRAPHWIRE_PORT)")
+    serve.add_argument(
+        "--workflows",
+        action="append",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="also register the workflows of this function (called with the registry); repeatable",
+    )
+    serve.add_argument(
+        "--workers",
+        type=worker_count,
+        default=None,
+        help="gateway processes on the one port (default 1, GRAPHWIRE_WORKERS); more than 1 needs GRAPHWIRE_REDIS_URL",
+    )
+    serve.add_argument("--log-level", default="info")
+    token = sub.add_parser("token", help="print a development token signed with GRAPHWIRE_AUTH_JWT_SECRET (HS256)")
+    token.add_argument("--sub", required=True, help="the user (the token's sub)")
+    token.add_argument("--scope", default="", help='space-separated scopes, e.g. "workflows:start runs:read"')
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)")
+    args = parser.parse_args(argv)
+    if args.command == "token":
+        return mint_token(args.sub, args.scope, args.ttl)
+
+    given = (("host", args.host), ("port", args.port), ("workflows", args.workflows), ("workers", args.workers))
+    overrides = {k: v for k, v in given if v}
+    try:
+        settings = load_settings(**overrides)
+    except SettingsProblem as exc:
+        print(f"graphwire: {exc}", file=sys.stderr)
+        return 2
+    if settings.workers > 1 and settings.redis_url is None:
+        print(
+            f"graphwire: {settings.workers} workers need Redis: set GRAPHWIRE_REDIS_URL (e.g. redis://127.0.0.1:6379/0);"
+            " gateway processes share groups, topics and runs only through it",
+            file=sys.stderr,
+        )
+        return 2
+    # `--workflows myflows:register` names a module beside the user, as `uvicorn
+    # --app-dir .` does: the current directory is importable.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.workers == 1:
+        return run_gateway(settings, args.log_level)
+    # Each worker builds its own app after the fork (graphwire.supervisor).
+    return supervise(settings, lambda sock: run_gateway(settings, args.log_level, [sock]))
 
 
 if __name__ == "__main__":

@@ -310,6 +310,12 @@ class Connection:
             self.expiry.cancel()
         self.expiry = asyncio.get_running_loop().call_later(max(0.0, principal.expires_at - time.time()), self._expired)
 
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close with ``code`` (e.g. 1013: reconnect and resume); nothing more is sent."""
+        if not self.closed:
+            self.closed = True
+            asyncio.get_running_loop().create_task(self._close(code, reason))
+
     def _expired(self) -> None:
         self.expiry = None
         if not self.closed:

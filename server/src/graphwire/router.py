@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -62,12 +63,15 @@ class Router:
         self.auth = auth
         self.limits = limits
 
-    def over_limit(self, conn: Connection, command: str, reply_to: str | None) -> bool:
-        """True: close the connection (1008). Raises ``rate_limited`` for one command too many."""
+    async def over_limit(self, conn: Connection, command: str, reply_to: str | None) -> bool:
+        """True: close the connection (1008). Raises ``rate_limited`` for one command too many.
+
+        Awaits Redis (at most ``redis_timeout``) only for a user's limit shared by all gateways.
+        """
         if self.limits is None:
             return False
         user = conn.principal.sub if conn.principal is not None else None
-        wait = self.limits.check(conn.client_id, user, command)
+        wait = await self.limits.check(conn.client_id, user, command)
         if wait is None:
             return False
         if wait == ABUSE:
@@ -86,6 +90,21 @@ class Router:
         elif isinstance(message, StartWorkflow):
             self.start_workflow(conn, message)
         elif isinstance(message, NodeInput):
+            if self._elsewhere(message.workflow_id):
+                body = {
+                    "op": "answer",
+                    "node_id": message.node_id,
+                    "request_id": message.request_id,
+                    "data": message.data,
+                    "idempotency_key": message.idempotency_key,
+                    "reply_to": message.id,
+                }
+                self._later(
+                    conn,
+                    message.id,
+                    self._remote(conn, message.workflow_id, "runs:answer", message.id, body, "node_input"),
+                )
+                return
             run = self._run(conn, message.workflow_id, "runs:answer", message.id)
             self.runs.answer(
                 run, message.node_id, message.request_id, message.data, message.id, message.idempotency_key
@@ -100,6 +119,14 @@ class Router:
                 self.connections.unsubscribe_topic(conn, topic)
             self._ack(conn, message.id, "unsubscribe", message.workflow_id)
         elif isinstance(message, CancelWorkflow):
+            if self._elsewhere(message.workflow_id):
+                body = {"op": "cancel", "reason": f"cancelled by client {conn.client_id}", "reply_to": message.id}
+                self._later(
+                    conn,
+                    message.id,
+                    self._remote(conn, message.workflow_id, "runs:cancel", message.id, body, "cancel_workflow"),
+                )
+                return
             run = self._run(conn, message.workflow_id, "runs:cancel", message.id)
             self.runs.cancel(run, f"cancelled by client {conn.client_id}", message.id)
             self._ack(conn, message.id, "cancel_workflow", run.workflow_id)
@@ -125,15 +152,55 @@ class Router:
         else:  # pragma: no cover - the parse tables only hold the types above
             raise ProtocolError(ErrorCode.unknown_type, f"unhandled message {type(message).__name__}")
 
+    def _elsewhere(self, workflow_id: str) -> bool:
+        """With Redis: the run is not one this gateway runs (another gateway's, or unknown here)."""
+        if self.runs.store is None:
+            return False
+        run = self.runs.runs.get(workflow_id)
+        return run is None or run.mirror
+
+    def _later(self, conn: Connection, reply_to: str | None, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` (which waits on Redis) in the background; its refusal becomes an ``error`` frame."""
+
+        async def answered() -> None:
+            try:
+                await work
+            except ProtocolError as exc:
+                if not conn.closed:
+                    conn.enqueue(error_frame(exc))
+            except Exception:
+                log.exception("internal error on a command from %s", conn.client_id)
+                if not conn.closed:
+                    conn.enqueue(error_frame(ProtocolError(ErrorCode.internal_error, "internal error", None, reply_to)))
+
+        self.runs.spawn(answered())
+
+    async def _remote(
+        self, conn: Connection, workflow_id: str, scope: str, reply_to: str | None, body: dict[str, Any], command: str
+    ) -> None:
+        """``node_input`` / ``cancel_workflow`` for a run another gateway runs: through its inbox."""
+        run = self._authorized(conn, await self.runs.remote(workflow_id, reply_to), workflow_id, scope, reply_to)
+        await self.runs.command(run, body, reply_to)
+        if not conn.closed:
+            self._ack(conn, reply_to, command, workflow_id)
+
     def _run(self, conn: Connection, workflow_id: str, scope: str, reply_to: str | None) -> Run:
-        """The run, if this connection may act on it with ``scope``; else ``forbidden``.
+        """The run, if this connection may act on it with ``scope``; else ``forbidden``."""
+        return self._authorized(conn, self.runs.runs.get(workflow_id), workflow_id, scope, reply_to)
+
+    @staticmethod
+    def _authorized(conn: Connection, run: Run | None, workflow_id: str, scope: str, reply_to: str | None) -> Run:
+        """``run`` if this connection may act on it with ``scope``; else ``forbidden``.
 
         Without that scope, an unknown run is refused the same way as another user's.
         """
         principal = conn.principal
         if principal is None or principal.may(scope):
-            return self.runs.get(workflow_id, reply_to)
-        run = self.runs.runs.get(workflow_id)
+            if run is None:
+                raise ProtocolError(
+                    ErrorCode.unknown_run, f"no run {workflow_id!r}", "workflow_id", reply_to, workflow_id
+                )
+            return run
         if run is None or run.owner != principal.sub:
             raise ProtocolError(
                 ErrorCode.forbidden,
@@ -166,10 +233,14 @@ class Router:
             )
         self.runs.start(definition, dict(params), conn, reply_to, key)
 
-    def subscribe(self, conn: Connection, message: Subscribe) -> None:
+    def subscribe(self, conn: Connection, message: Subscribe, looked_up: bool = False) -> None:
+        wid = message.workflow_id
+        if wid is not None and not looked_up and wid not in self.runs.runs and self.runs.store is not None:
+            self._later(conn, message.id, self._subscribe_elsewhere(conn, message))
+            return
         # Naming neither a run nor topics is valid per the spec: the answer lists the
         # connection's current topics and changes nothing.
-        run = self._run(conn, message.workflow_id, "runs:read", message.id) if message.workflow_id is not None else None
+        run = self._run(conn, wid, "runs:read", message.id) if wid is not None else None
         topics = message.topics or []
         principal = conn.principal
         if principal is not None:
@@ -180,20 +251,37 @@ class Router:
                     )
         adding = len(set(topics) - conn.topics)
         if run is not None:
-            self.runs.check_since(run, message.since_seq or 0, message.id)
+            self.runs.check_since(run, message.since_seq or 0, message.id, message.epoch)
             if run.workflow_id not in conn.runs:
                 adding += 1
         # Refused before anything changes: no topic is added when the run part is refused.
         ensure_room(conn, adding, message.id)
         ready = [self.connections.subscribe_topic(conn, topic) for topic in topics]
+        if run is not None:
+            run.pins += 1  # a mirror stays until this watcher is attached
 
         def reply() -> None:
             if run is None:
                 conn.enqueue(encode(Subscribed(type="subscribed", reply_to=message.id, topics=sorted(conn.topics))))
-            else:
-                self.runs.subscribe(conn, run, message.since_seq or 0, message.id)
+                return
+            run.pins -= 1
+            try:
+                self.runs.subscribe(conn, run, message.since_seq or 0, message.id, message.epoch)
+            finally:
+                self.runs.release(run)
 
         _reply_when(conn, ready, reply)
+
+    async def _subscribe_elsewhere(self, conn: Connection, message: Subscribe) -> None:
+        """``subscribe`` to a run this gateway does not have: mirrored from Redis, then as a local one."""
+        assert message.workflow_id is not None
+        run = await self.runs.mirror(message.workflow_id, message.id)
+        try:
+            if not conn.closed:
+                self.subscribe(conn, message, looked_up=True)
+        finally:
+            if run is not None:
+                self.runs.release(run)  # refused (or gone): nobody here watches it
 
     def refresh_token(self, conn: Connection, message: RefreshToken) -> None:
         """A fresh token for the same ``sub``; then every watched run is checked again."""

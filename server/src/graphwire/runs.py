@@ -4,6 +4,12 @@
 ``GatewayRunContext`` set, so a node's ``send_update`` / ``wait_for_input`` become spec
 events. Each event is built from its generated model and serialised exactly once; the
 same string goes into the log and to every subscriber.
+
+With Redis (``broker.runs``) every run this gateway starts is also written to Redis
+(``graphwire.run_store``), and a run another gateway owns is *mirrored* here while this
+gateway's clients watch it: a ``Run`` with ``mirror`` set, built from Redis, kept up to
+date from the owner's wake-ups and repaired from the stream by ``seq`` whenever one is
+missing. Answers and cancels for a mirrored run go to its owner's inbox.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import time
 import typing
 import uuid
 from collections import deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -47,10 +54,12 @@ from graphwire._generated.messages import (
     WorkflowFailed,
     WorkflowStarted,
 )
+from graphwire.broker import Broker, LocalBroker
 from graphwire.connections import Connection, Flusher, ensure_room
 from graphwire.graph import InputTimeout, use_run_context
 from graphwire.protocol import ProtocolError, encode, explicit_null, now
 from graphwire.registry import ParamsError, WorkflowDefinition
+from graphwire.run_store import GATEWAY, RUN, RunRecord, RunStore, new_epoch
 from graphwire.settings import Settings
 
 __all__ = ["EventTooLarge", "GatewayRunContext", "PendingRequest", "Run", "RunManager"]
@@ -58,6 +67,12 @@ __all__ = ["EventTooLarge", "GatewayRunContext", "PendingRequest", "Run", "RunMa
 log = logging.getLogger("graphwire.runs")
 
 _TERMINAL = {RunStatus.completed, RunStatus.failed, RunStatus.cancelled}
+# Events after which the run's snapshot (status, open inputs, result, error) is different.
+_STATE_EVENTS = frozenset(
+    {WorkflowStarted, InputRequest, InputAnswered, InputClosed, WorkflowCompleted, WorkflowFailed, WorkflowCancelled}
+)
+# A mirrored run whose log cannot be completed: its watchers reconnect and resume.
+_LOG_HOLE = (1013, "the run's log has a hole this gateway cannot fill: reconnect and resume")
 
 
 @functools.cache
@@ -84,6 +99,33 @@ class PendingRequest:
     options: list[str] | None
     expires_at: datetime | None
     future: asyncio.Future[dict[str, Any]]
+
+
+@dataclass(eq=False)
+class Rerun:
+    """Work that runs one at a time: asked for again while it runs, it runs once more after."""
+
+    busy: bool = False
+    again: bool = False
+
+    def ask(
+        self, work: Callable[[], Coroutine[Any, Any, None]], spawn: Callable[[Coroutine[Any, Any, None]], None]
+    ) -> None:
+        if self.busy:
+            self.again = True
+            return
+        self.busy = True
+        spawn(self._loop(work))
+
+    async def _loop(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
+            while True:
+                self.again = False
+                await work()
+                if not self.again:
+                    return
+        finally:
+            self.busy = False
 
 
 @dataclass(eq=False)
@@ -116,6 +158,19 @@ class Run:
     # `cancel_workflow` was applied: the run is unwinding towards `workflow_cancelled`, whose
     # terminal event closes what is still open (no `input_closed` on the way).
     cancel_requested: bool = False
+    # With Redis: the log's epoch, the seq of the last state change, where the run is written.
+    epoch: str = field(default_factory=new_epoch)
+    state_seq: int = 0
+    store: RunStore | None = None
+    # A run another gateway (`gateway`) owns, watched from here: no task, events observed.
+    mirror: bool = False
+    gateway: str | None = None
+    repairing: Rerun = field(default_factory=lambda: Rerun())
+    # The owner's place in the run's inbox (commands from other gateways), and its reader.
+    inbox_cursor: str = "0"
+    inbox_reading: Rerun = field(default_factory=lambda: Rerun())
+    # Subscribes of this gateway's clients still on their way to a mirror: it stays meanwhile.
+    pins: int = 0
 
     @property
     def finished(self) -> bool:
@@ -139,15 +194,90 @@ class Run:
             raise EventTooLarge(
                 f"a {_type_const(model)} event of {len(frame.encode())} bytes is above {settings.max_event_bytes}"
             )
+        self._add(seq, frame)
+        if model in _STATE_EVENTS:
+            self.state_seq = seq
+        if self.store is not None:
+            self.store.changed(self)
+        return frame
+
+    def _add(self, seq: int, frame: str) -> None:
         self.last_seq = seq
         log = self.log
+        settings = self.settings
         log.append((seq, frame))
         self.log_bytes += len(frame)
         while len(log) > 1 and (len(log) > settings.run_log_max_events or self.log_bytes > settings.run_log_max_bytes):
             self.log_bytes -= len(log.popleft()[1])
         if self.subscribers:
             self.flusher.fan_out_run_event(self.subscribers, self.workflow_id, seq, frame)
-        return frame
+
+    def events_after(self, seq: int) -> list[tuple[int, str]]:
+        """The logged events after ``seq``, oldest first."""
+        log = self.log
+        if not log or log[-1][0] <= seq:
+            return []
+        if seq < log[0][0]:
+            return list(log)
+        newer: list[tuple[int, str]] = []
+        for item in reversed(log):
+            if item[0] <= seq:
+                break
+            newer.append(item)
+        newer.reverse()
+        return newer
+
+    def state(self) -> str:
+        return encode(self.snapshot())
+
+    @classmethod
+    def mirror_of(cls, record: RunRecord, settings: Settings, flusher: Flusher) -> Run:
+        """A run another gateway owns, as Redis holds it: its state, then its logged events."""
+        run = cls(record.workflow_id, record.workflow, settings, flusher, owner=record.owner)
+        run.mirror = True
+        run.gateway = record.gateway
+        run.epoch = record.epoch
+        if record.state is not None:
+            snapshot = RunSnapshot.model_validate_json(record.state)
+            run.status = RunStatus.running if snapshot.status is RunStatus.waiting else snapshot.status
+            run.result = snapshot.result
+            run.error = snapshot.error
+            for p in snapshot.pending_inputs or ():
+                run.pending[p.request_id] = PendingRequest(
+                    p.request_id, p.node_id, p.prompt, p.options, p.expires_at, _not_awaited()
+                )
+            if run.finished:
+                run.finished_at = time.monotonic()
+        for seq, frame in record.events:
+            run._add(seq, frame)
+        if not record.events:
+            run.last_seq = record.last_seq
+        return run
+
+    def observe(self, seq: int, frame: str) -> None:
+        """A mirror's next event (``seq`` is ``last_seq + 1``): its state follows, then its watchers get it."""
+        kind = _event_type(frame)
+        if kind == "input_request":
+            request = InputRequest.model_validate_json(frame)
+            self.pending[request.request_id] = PendingRequest(
+                request.request_id, request.node_id, request.prompt, request.options, request.expires_at, _not_awaited()
+            )
+        elif kind in ("input_answered", "input_closed"):
+            self.pending.pop(orjson.loads(frame).get("request_id", ""), None)
+        elif kind == "workflow_completed":
+            self.result = WorkflowCompleted.model_validate_json(frame).data
+            self._ended(RunStatus.completed)
+        elif kind == "workflow_failed":
+            self.error = WorkflowFailed.model_validate_json(frame).error
+            self._ended(RunStatus.failed)
+        elif kind == "workflow_cancelled":
+            self._ended(RunStatus.cancelled)
+        self._add(seq, frame)
+
+    def _ended(self, status: RunStatus) -> None:
+        self.status = status
+        self.pending.clear()
+        self.finished_at = time.monotonic()
 
     def snapshot(self) -> RunSnapshot:
         status = self.status
@@ -292,6 +422,19 @@ class GatewayRunContext:
             run.append(InputClosed, node_id=request.node_id, request_id=request_id, reason=reason)
 
 
+def _not_awaited() -> asyncio.Future[dict[str, Any]]:
+    """A mirrored input request's future: its node waits on the owner's gateway, not here."""
+    return asyncio.get_running_loop().create_future()
+
+
+def _event_type(frame: str) -> str:
+    """An event frame's ``type``: the first field of every frame ``encode`` writes."""
+    if frame.startswith('{"type":"'):
+        return frame[9 : frame.find('"', 9)]
+    kind = orjson.loads(frame).get("type")
+    return kind if isinstance(kind, str) else ""
+
+
 def _token_text(data: Any) -> str:
     """A token's text: the seed sends a string; ``{"token": ...}`` / ``{"content": ...}`` are read too."""
     if isinstance(data, dict):
@@ -310,13 +453,25 @@ def _fingerprint(workflow: str, params: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps([workflow, params], option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-class RunManager:
-    """Every run this gateway owns; starts, answers, cancels and forgets them."""
+@dataclass(eq=False)
+class _Building:
+    """A mirror being read from Redis: wake-ups that arrive meanwhile wait here."""
 
-    def __init__(self, settings: Settings, flusher: Flusher) -> None:
+    done: asyncio.Future[None]
+    frames: list[tuple[int, str]] = field(default_factory=list)
+
+
+class RunManager:
+    """Every run this gateway owns (and, with Redis, mirrors); starts, answers, cancels, forgets them."""
+
+    def __init__(self, settings: Settings, flusher: Flusher, broker: Broker | None = None) -> None:
         self.settings = settings
         self.flusher = flusher
+        self.broker: Broker = broker if broker is not None else LocalBroker()
+        self.store: RunStore | None = self.broker.runs
         self.runs: dict[str, Run] = {}
+        self._building: dict[str, _Building] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._idempotency: dict[str, tuple[str, str]] = {}
         self.in_flight = 0  # runs whose task has not ended
         self.in_flight_by_user: dict[str, int] = {}
@@ -377,6 +532,7 @@ class RunManager:
                     return existing
         self._ensure_room(starter, owner, reply_to)
         run = Run(f"run_{uuid.uuid4().hex}", definition.name, self.settings, self.flusher, starter, owner)
+        run.store = self.store
         self.runs[run.workflow_id] = run
         if idempotency_key is not None:
             self._idempotency[idempotency_key] = (_fingerprint(definition.name, validated), run.workflow_id)
@@ -492,14 +648,28 @@ class RunManager:
     def detach(self, conn: Connection, run: Run) -> None:
         conn.runs.pop(run.workflow_id, None)
         run.subscribers.discard(conn)
+        self.release(run)
 
-    def subscribe(self, conn: Connection, run: Run, since_seq: int, reply_to: str | None) -> None:
+    def release(self, run: Run) -> None:
+        """A mirror nobody here watches any more is dropped (and its channel left)."""
+        if run.mirror and not run.subscribers and not run.pins and self.runs.get(run.workflow_id) is run:
+            del self.runs[run.workflow_id]
+            self.broker.unwatch(RUN + run.workflow_id)
+
+    def subscribe(
+        self, conn: Connection, run: Run, since_seq: int, reply_to: str | None, epoch: str | None = None
+    ) -> None:
         """Answer ``subscribed`` with the snapshot, replay after ``since_seq``, then go live.
 
         Everything here is synchronous, so no event can slip between the replay and the
-        live subscription: no gap, no duplicate.
+        live subscription: no gap, no duplicate. A client that names another ``epoch``
+        (the log was lost and recreated since it last looked) gets the whole log and
+        ``recovered: false``.
         """
-        self.check_since(run, since_seq, reply_to)
+        self.check_since(run, since_seq, reply_to, epoch)
+        other_log = epoch is not None and epoch != run.epoch
+        if other_log:
+            since_seq = 0
         first = run.first_seq
         truncated = since_seq + 1 < first
         conn.enqueue(
@@ -512,6 +682,8 @@ class RunManager:
                     since_seq=since_seq,
                     first_seq=first if run.log else None,
                     log_truncated=truncated,
+                    epoch=run.epoch,
+                    recovered=not (truncated or other_log),
                     snapshot=run.snapshot(),
                 )
             )
@@ -520,8 +692,8 @@ class RunManager:
         self._replay(conn, run, max(since_seq, conn.runs.get(run.workflow_id, 0)))
 
     @staticmethod
-    def check_since(run: Run, since_seq: int, reply_to: str | None) -> None:
-        if since_seq > run.last_seq:
+    def check_since(run: Run, since_seq: int, reply_to: str | None, epoch: str | None = None) -> None:
+        if since_seq > run.last_seq and (epoch is None or epoch == run.epoch):
             # The client claims events the run never had: answering `subscribed` would leave
             # it waiting for seqs it thinks it has. Nothing is attached.
             raise ProtocolError(
@@ -632,6 +804,10 @@ class RunManager:
             run = self.runs.pop(wid)
             for conn in list(run.subscribers):
                 self.detach(conn, run)
+            if run.mirror:
+                self.broker.unwatch(RUN + wid)
+            elif self.store is not None:
+                self.store.forget(wid)
         if expired:
             gone = set(expired)
             self._idempotency = {k: v for k, v in self._idempotency.items() if v[1] not in gone}
@@ -648,7 +824,7 @@ class RunManager:
         """
         ended = 0
         for run in list(self.runs.values()):
-            if run.finished:
+            if run.finished or run.mirror:
                 continue
             self._fail(
                 run, ErrorCode.gateway_shutdown, "the gateway stopped while the run was in flight; start it again"
@@ -665,3 +841,209 @@ class RunManager:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    # -- runs other gateways own (with Redis) ------------------------------------------
+
+    def spawn(self, work: typing.Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def mirror(self, workflow_id: str, reply_to: str | None) -> Run | None:
+        """The run, mirrored from Redis if another gateway owns it; ``None`` if Redis has no such run.
+
+        The caller attaches a watcher at once (or ``release``s the mirror): nothing awaits
+        between the return and that step. Raises ``run_unavailable`` when Redis does not
+        answer in time.
+        """
+        store = self.store
+        while True:
+            run = self.runs.get(workflow_id)
+            if run is not None or store is None:
+                return run
+            building = self._building.get(workflow_id)
+            if building is None:
+                break
+            await asyncio.shield(building.done)
+        building = self._building[workflow_id] = _Building(asyncio.get_running_loop().create_future())
+        channel = RUN + workflow_id
+        built = False
+        try:
+            # Subscribed first, read second: an event logged in between is both read and
+            # woken about, and the second copy is skipped by its seq; none is missed.
+            ready = self.broker.watch(channel)
+            if ready is not None:
+                await ready
+            record = await self._read(workflow_id, 0, reply_to)
+            if record is None:
+                return None
+            run = Run.mirror_of(record, self.settings, self.flusher)
+            self.runs[workflow_id] = run
+            built = True
+            for seq, frame in building.frames:
+                self._observe(run, seq, frame)
+            return run
+        finally:
+            del self._building[workflow_id]
+            building.done.set_result(None)
+            if not built:
+                self.broker.unwatch(channel)
+
+    def deliver_run_frame(self, workflow_id: str, payload: str) -> None:
+        """An owner's wake-up, ``<seq> <epoch> <frame>``: the next event of a mirrored run."""
+        seq_text, _, rest = payload.partition(" ")
+        epoch, _, frame = rest.partition(" ")
+        building = self._building.get(workflow_id)
+        if building is not None:
+            building.frames.append((int(seq_text), frame))
+            return
+        run = self.runs.get(workflow_id)
+        if run is not None and run.mirror:
+            # The owner recreated the log Redis lost: same events, same seqs, a new epoch.
+            run.epoch = epoch
+            self._observe(run, int(seq_text), frame)
+
+    def _observe(self, run: Run, seq: int, frame: str) -> None:
+        if seq <= run.last_seq:
+            return  # had it (read from the stream, or a repeated wake-up)
+        if seq == run.last_seq + 1 and not run.repairing.busy:
+            run.observe(seq, frame)
+        else:
+            self.repair(run)  # a hole: what is missing is in the stream
+
+    def repair(self, run: Run) -> None:
+        """Read what the mirror lacks from the run's stream, by seq (a lost wake-up, a reconnect)."""
+        run.repairing.ask(lambda: self._repair(run), self.spawn)
+
+    async def _repair(self, run: Run) -> None:
+        assert self.store is not None
+        if self.runs.get(run.workflow_id) is not run:
+            return  # dropped meanwhile
+        try:
+            record = await self.store.read(run.workflow_id, after=run.last_seq)
+        except Exception as exc:  # Redis out of reach: the next confirmed SUBSCRIBE repairs again
+            log.warning("could not repair the mirror of run %s from Redis: %s", run.workflow_id, exc)
+            return
+        if record is None:
+            return  # the log is gone from Redis: its owner recreates it and wakes us
+        run.epoch = record.epoch
+        if record.events and record.events[0][0] > run.last_seq + 1:
+            self._lost(run)
+            return
+        for seq, frame in record.events:
+            if seq == run.last_seq + 1:
+                run.observe(seq, frame)
+
+    def _lost(self, run: Run) -> None:
+        """The stream no longer holds what the mirror lacks: its watchers resume (and are told)."""
+        log.warning(
+            "run %s: the events after seq %d are gone from Redis; watchers resume", run.workflow_id, run.last_seq
+        )
+        for conn in list(run.subscribers):
+            self.detach(conn, run)
+            conn.close_soon(*_LOG_HOLE)
+        self.release(run)
+
+    def watching(self, channel: str) -> None:
+        """Redis confirmed a subscription: catch up on what may have been missed before it."""
+        if channel.startswith(RUN):
+            run = self.runs.get(channel[len(RUN) :])
+            if run is not None and run.mirror:
+                self.repair(run)
+        elif channel.startswith(GATEWAY):
+            for run in list(self.runs.values()):
+                if not run.mirror and not run.finished:
+                    self.read_inbox(run)
+
+    def deliver_gateway_frame(self, payload: str) -> None:
+        """``inbox <workflow_id>``: another gateway left a command for a run owned here."""
+        kind, _, workflow_id = payload.partition(" ")
+        run = self.runs.get(workflow_id)
+        if kind == "inbox" and run is not None and not run.mirror:
+            self.read_inbox(run)
+
+    def read_inbox(self, run: Run) -> None:
+        run.inbox_reading.ask(lambda: self._read_inbox(run), self.spawn)
+
+    async def _read_inbox(self, run: Run) -> None:
+        store = self.store
+        assert store is not None
+        try:
+            entries = await store.inbox(run.workflow_id, run.inbox_cursor)
+        except Exception as exc:  # Redis out of reach: read again once it is back
+            log.warning("could not read the inbox of run %s: %s", run.workflow_id, exc)
+            return
+        for entry_id, body in entries:
+            run.inbox_cursor = entry_id  # applied once: the cursor moves before the answer
+            store.reply(str(body.get("gateway")), str(body.get("command_id")), self._apply(run, body))
+        if entries:
+            store.done_with(run.workflow_id, run.inbox_cursor)
+
+    def _apply(self, run: Run, body: dict[str, Any]) -> dict[str, Any]:
+        """One command from another gateway's client, applied as if it came from here."""
+        reply_to = body.get("reply_to")
+        try:
+            if body.get("op") == "answer":
+                self.answer(
+                    run,
+                    str(body.get("node_id")),
+                    body.get("request_id"),
+                    dict(body.get("data") or {}),
+                    reply_to,
+                    body.get("idempotency_key"),
+                )
+            elif body.get("op") == "cancel":
+                self.cancel(run, str(body.get("reason") or "cancelled"), reply_to)
+            else:
+                raise ProtocolError(ErrorCode.internal_error, f"unknown inbox command {body.get('op')!r}")
+        except ProtocolError as exc:
+            return {"error": {"code": exc.code.value, "message": exc.message, "path": exc.path}}
+        return {"ok": True}
+
+    async def remote(self, workflow_id: str, reply_to: str | None) -> Run | None:
+        """The run: this gateway's, its mirror, or (not kept) what Redis says of it; ``None`` if unknown."""
+        run = self.runs.get(workflow_id)
+        if run is not None or self.store is None:
+            return run
+        record = await self._read(workflow_id, None, reply_to)
+        return None if record is None else Run.mirror_of(record, self.settings, self.flusher)
+
+    async def _read(self, workflow_id: str, after: int | None, reply_to: str | None) -> RunRecord | None:
+        """``store.read``; ``run_unavailable`` when Redis does not answer in time."""
+        assert self.store is not None
+        try:
+            return await self.store.read(workflow_id, after)
+        except Exception as exc:  # Redis slow or gone
+            raise ProtocolError(
+                ErrorCode.run_unavailable,
+                f"Redis did not answer in time ({type(exc).__name__}); try again",
+                "workflow_id",
+                reply_to,
+                workflow_id,
+            ) from None
+
+    async def command(self, run: Run, body: dict[str, Any], reply_to: str | None) -> None:
+        """Apply a command to a mirrored run on its owner; its refusal is raised here, as if local."""
+        wid = run.workflow_id
+        ended = ProtocolError(ErrorCode.run_finished, f"run {wid!r} has ended", "workflow_id", reply_to, wid)
+        # An answer to an ended run goes to the owner all the same: it knows whether that
+        # request was answered (`input_already_answered` comes first, as on the owner).
+        if run.finished and body.get("op") == "cancel":
+            raise ended
+        assert self.store is not None
+        assert run.gateway is not None
+        try:
+            answer = await self.store.command(wid, run.gateway, body)
+        except Exception as exc:  # Redis, or the owner, did not answer in time
+            if run.finished:
+                raise ended from None
+            raise ProtocolError(
+                ErrorCode.run_unavailable,
+                f"the gateway running {wid!r} did not answer in time ({type(exc).__name__}); send it again",
+                "workflow_id",
+                reply_to,
+                wid,
+            ) from None
+        error = answer.get("error")
+        if error is not None:
+            raise ProtocolError(ErrorCode(error["code"]), error["message"], error.get("path"), reply_to, wid)

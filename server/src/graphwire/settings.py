@@ -41,6 +41,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # Gateway processes on the one port (`graphwire serve --workers`); more than one needs
+    # redis_url, the only way they share groups, topics and runs (graphwire.supervisor).
+    workers: int = Field(default=1, ge=1, le=1024)
     protocol_version: str = "1"
     # Seed: max_message_size 1 MiB, ping every 20 s, 20 s to answer.
     max_message_size: int = Field(default=1_048_576, ge=1024)

@@ -105,7 +105,11 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
     A command refused with ``rate_limited`` goes again after the frame's ``retry_after``
     when it is safe to repeat (a start or an answer with its ``idempotency_key``,
     ``subscribe``, ``join_group``, ``leave_group``, ``ping``, ``refresh_token``), up to 3
-    times; then, and for the others at once, the call raises ``RateLimited``.
+    times; then, and for the others at once, the call raises ``RateLimited``. One
+    answered with ``run_unavailable`` (with several gateways, the one running the run did
+    not answer; the command may have been applied) goes again the same way, the same
+    frame, so an answer keeps its ``idempotency_key``; then, or at once for a
+    ``cancel_workflow``, the call raises ``RunUnavailable``.
     Batching is negotiated: by default the client asks for ``batch`` frames (it connects
     with ``?batch=1``, other query parameters kept) and unpacks them; ``batch=False``
     asks for one frame per message (``?batch=0``). The keyword decides: a ``batch`` in

@@ -11,7 +11,8 @@ outgoing commands on the wire; the tests drive it directly. It does
   the core resubscribe from the last seq (``unsubscribe`` + ``subscribe {since_seq}``),
   so every event is delivered exactly once, in order;
 - **resume state**: after a reconnect, ``connection_made`` queues ``subscribe
-  {workflow_id, since_seq}`` for every open run, the topics and groups, then re-sends
+  {workflow_id, since_seq, epoch}`` for every open run (``epoch``: the run log's, from
+  its last ``subscribed``), the topics and groups, then re-sends
   every command that was not answered. Commands are safe to repeat: ``start_workflow``
   and ``node_input`` always carry an ``idempotency_key`` (the gateway answers a repeat
   as it answered the first copy), and a repeated ``cancel_workflow`` whose run has
@@ -19,7 +20,15 @@ outgoing commands on the wire; the tests drive it directly. It does
 - **rate limits**: a command refused with ``rate_limited`` was not applied; one that is
   safe to repeat (``REPEATABLE``) is held and goes again, identical, when the client
   calls ``release_held()`` after the frame's ``retry_after`` (``Received.retry_after``),
-  at most ``MAX_RATE_LIMIT_RETRIES`` times; then its caller gets ``RateLimited``;
+  at most ``MAX_RATE_LIMIT_RETRIES`` times; then its caller gets ``RateLimited``. One
+  refused with ``run_unavailable`` (the gateway running the run did not answer; the copy
+  may have been applied) is held and goes again, identical, the same way, at most
+  ``MAX_UNAVAILABLE_RETRIES`` times; then its caller gets ``RunUnavailable``;
+- **a view not recovered**: a ``subscribed`` with ``recovered: false`` (the log was
+  trimmed past the client's seq, or lost and recreated under another ``epoch``; from a
+  server before 0.5.0, ``log_truncated``) rebuilds the run's state from its snapshot and
+  the replay that follows: open inputs from the snapshot, a jump to ``first_seq`` over
+  seqs that are gone (``truncated``), seqs already seen dropped, ``recovered`` False;
 - **closed requests**: ``input_closed`` drops the request from the run's open inputs, and
   a ``node_input`` to it that still waits (queued, held, or unacknowledged, across a
   reconnect too) is settled with ``InputClosed`` at once: the gateway closes only
@@ -72,6 +81,7 @@ from graphwire_client.exceptions import InputClosed as InputClosedError
 
 __all__ = [
     "MAX_RATE_LIMIT_RETRIES",
+    "MAX_UNAVAILABLE_RETRIES",
     "TERMINAL_TYPES",
     "ClientCore",
     "Delivery",
@@ -89,8 +99,13 @@ _FINISHED = frozenset({RunStatus.completed, RunStatus.failed, RunStatus.cancelle
 MAX_RESYNCS = 3
 # Times one command refused with rate_limited goes again before its caller gets RateLimited.
 MAX_RATE_LIMIT_RETRIES = 3
-# Seconds to wait after a rate_limited without a retry_after.
+# Times one command refused with run_unavailable goes again before its caller gets RunUnavailable.
+MAX_UNAVAILABLE_RETRIES = 3
+# Seconds to wait after a rate_limited or run_unavailable without a retry_after.
 DEFAULT_RETRY_AFTER = 1.0
+
+# The longest ``epoch`` a ``subscribe`` may carry (``components.schemas.Subscribe``).
+_EPOCH_MAX = 64
 
 TerminalEvent = WorkflowCompleted | WorkflowFailed | WorkflowCancelled
 
@@ -111,6 +126,8 @@ class PendingCommand:
     with ``rate_limited``; above 1 it is a repeat after a reconnect."""
     rate_limited: int = 0
     """How many times the server refused it with ``rate_limited`` (and it went again)."""
+    unavailable: int = 0
+    """How many times the server answered it with ``run_unavailable`` (and it went again)."""
     reply: BaseModel | None = None
     error: GraphwireError | None = None
     caller_key: bool = False
@@ -148,6 +165,10 @@ class RunState:
     """Set when the run can no longer be followed (``RunLost``, ``ConnectionLost`` …)."""
     truncated: bool = False
     """The server's log no longer reached back to ``since_seq`` on a resubscribe: events were skipped."""
+    epoch: str | None = None
+    """The run log's ``epoch`` from the last ``subscribed``; sent back when resubscribing."""
+    recovered: bool = True
+    """False once a ``subscribed`` said ``recovered: false``: the state was rebuilt from its snapshot."""
     attach_id: str | None = None
     """The user's ``subscribe`` that attaches this run, while it waits for ``subscribed``."""
     resyncing: bool = False
@@ -190,15 +211,28 @@ class RunState:
         return "new"
 
     def apply_snapshot(self, subscribed: Subscribed) -> None:
+        """Take the ``subscribed`` of this run: its epoch and snapshot, and whether the replay continues this view."""
+        if subscribed.epoch and len(subscribed.epoch) <= _EPOCH_MAX:  # one a ``subscribe`` can carry back
+            self.epoch = subscribed.epoch
         snap = subscribed.snapshot
+        # A server before 0.5.0 sends no ``recovered``: only a trimmed log breaks the view there.
+        recovered = subscribed.recovered if subscribed.recovered is not None else not subscribed.log_truncated
+        if not recovered:
+            self.recovered = False
+            if snap is not None and snap.last_seq < self.last_seq:
+                # A recreated log that ends before what this client saw would reuse its seqs.
+                wid = self.workflow_id
+                self.failure = RunLost(wid, f"the server's log of run {wid} ends before the events this client saw")
+                return
+            first = subscribed.first_seq
+            if first is not None and first > self.last_seq + 1:
+                self.truncated = True
+                self.jump_to = first
         if snap is None:
             return
         self.snapshot = snap
         self.workflow = snap.workflow
         self.pending_inputs = {p.request_id: p for p in snap.pending_inputs}
-        if subscribed.log_truncated and subscribed.first_seq is not None and subscribed.first_seq > self.last_seq + 1:
-            self.truncated = True
-            self.jump_to = subscribed.first_seq
 
     def node_of(self, request_id: str) -> str | None:
         """The node that asked ``request_id``, from the open inputs or the events seen."""
@@ -219,7 +253,8 @@ class RunState:
 
 
 def repeatable(message: BaseModel) -> bool:
-    """Safe to send again after a ``rate_limited`` refusal (the refused copy was not applied).
+    """Safe to send again after a ``rate_limited`` refusal (the refused copy was not applied),
+    or a ``run_unavailable`` one (it may have been: a repeat counts once).
 
     A start or an answer carries its ``idempotency_key`` (the core always sets one), so a
     copy that lands twice counts once; subscribing, joining, leaving, pinging and
@@ -376,11 +411,7 @@ class ClientCore:
                 attach.message = attach.message.model_copy(update={"since_seq": run.last_seq})
                 resume.append(attach)
             else:
-                resume.append(
-                    self._internal(
-                        Subscribe(type="subscribe", workflow_id=run.workflow_id, since_seq=run.last_seq), Subscribed
-                    )
-                )
+                resume.append(self._resubscribe(run))
         # Topics and groups whose own command is still unanswered go again with it.
         waiting = [p.message for p in self._pending.values()]
         topics = self.topics.difference(*(m.topics or () for m in waiting if isinstance(m, Subscribe)))
@@ -536,7 +567,16 @@ class ClientCore:
         # The server skips seqs this connection was already given; unsubscribing first
         # resets that, so the replay starts right after last_seq.
         self._internal(Unsubscribe(type="unsubscribe", workflow_id=run.workflow_id), Ack)
-        self._internal(Subscribe(type="subscribe", workflow_id=run.workflow_id, since_seq=run.last_seq), Subscribed)
+        self._resubscribe(run)
+
+    def _resubscribe(self, run: RunState) -> PendingCommand:
+        """``subscribe`` from the run's last seq, naming the log it came from (``epoch``).
+
+        So a log lost and recreated meanwhile is told (``recovered: false``, the whole new
+        log), not replayed from ``since_seq`` as if it were the one this client knew.
+        """
+        message = Subscribe(type="subscribe", workflow_id=run.workflow_id, since_seq=run.last_seq, epoch=run.epoch)
+        return self._internal(message, Subscribed)
 
     def _settle_answers_to_closed(self, event: InputClosed, out: Received) -> None:
         """Answers to a request closed unanswered can only be refused: settle them now.
@@ -561,15 +601,16 @@ class ClientCore:
 
     def _settle_error(self, pending: PendingCommand, frame: Error, out: Received) -> None:
         message = pending.message
-        retry = frame.code is ErrorCode.rate_limited and repeatable(message)
-        if retry and pending.rate_limited < MAX_RATE_LIMIT_RETRIES:
+        again = repeatable(message)
+        if again and frame.code is ErrorCode.rate_limited and pending.rate_limited < MAX_RATE_LIMIT_RETRIES:
             pending.rate_limited += 1
             pending.attempts -= 1  # this copy was not applied: the next one is no repeat
-            pending.sent = False
-            self._pending[pending.id] = pending
-            self._held.append(pending)
-            wait = frame.retry_after if frame.retry_after is not None else DEFAULT_RETRY_AFTER
-            out.retry_after = max(out.retry_after or 0.0, wait)
+            self._hold(pending, frame, out)
+            return
+        if again and frame.code is ErrorCode.run_unavailable and pending.unavailable < MAX_UNAVAILABLE_RETRIES:
+            # The copy may have been applied (it stays counted); the same frame again counts once.
+            pending.unavailable += 1
+            self._hold(pending, frame, out)
             return
         if pending.attempts > 1 and isinstance(message, CancelWorkflow) and frame.code is ErrorCode.run_finished:
             # The first copy may have ended the run; either way the run is over, as asked.
@@ -597,6 +638,14 @@ class ClientCore:
             if not run.done:
                 run.failure = RunLost(run.workflow_id, lost.format(run.workflow_id)) if lost else pending.error
                 out.touch(run)
+
+    def _hold(self, pending: PendingCommand, frame: Error, out: Received) -> None:
+        """Keep a refused command for ``release_held()``, after the frame's ``retry_after``."""
+        pending.sent = False
+        self._pending[pending.id] = pending
+        self._held.append(pending)
+        wait = frame.retry_after if frame.retry_after is not None else DEFAULT_RETRY_AFTER
+        out.retry_after = max(out.retry_after or 0.0, wait)
 
     def _internal(self, message: BaseModel, reply_type: type[BaseModel]) -> PendingCommand:
         return self.command(message, reply_type, internal=True)

@@ -96,8 +96,22 @@ class Run(Generic[R]):
 
     @property
     def truncated(self) -> bool:
-        """True when the server's log no longer held some events this client missed."""
+        """True when the server's log no longer held some events this client missed (see ``recovered``)."""
         return self._state.truncated
+
+    @property
+    def recovered(self) -> bool:
+        """False once a ``subscribed`` for this run (attach, resume) said ``recovered: false``.
+
+        The replay did not continue this client's view of the run: the server's log was
+        trimmed past the last seq it had (``truncated``: the missing seqs never come), or,
+        with several gateways on Redis, the log was lost and recreated under another
+        ``epoch``. The client then rebuilt what it knows from the server's ``snapshot``
+        (open inputs, status) and the replay that follows; seqs it had already seen are
+        not yielded again. Rebuild your own view from ``snapshot`` too. A server before
+        0.5.0 sends no ``recovered``: there it is False after a ``log_truncated``.
+        """
+        return self._state.recovered
 
     @property
     def done(self) -> bool:

@@ -23,6 +23,7 @@
     │   ├── RateLimited             rate_limited (see ``retry_after``)
     │   ├── TooManyRuns             too_many_runs
     │   ├── TooManySubscriptions    too_many_subscriptions
+    │   ├── RunUnavailable          run_unavailable (the gateway running the run did not answer)
     │   ├── Unauthorized            unauthorized
     │   ├── Forbidden               forbidden
     │   └── InternalServerError     internal_error
@@ -66,6 +67,7 @@ __all__ = [
     "RunError",
     "RunFinished",
     "RunLost",
+    "RunUnavailable",
     "ServerError",
     "TokenExpired",
     "TooManyRuns",
@@ -228,6 +230,16 @@ class TooManySubscriptions(ServerError):
     """Nothing changed: the connection already watches as many runs, topics and groups as allowed."""
 
 
+class RunUnavailable(ServerError):
+    """With several gateways, the gateway that runs the run did not answer in time.
+
+    The command may or may not have been applied. A command that is safe to repeat (an
+    answer with its ``idempotency_key``, a ``subscribe``) was sent again, the same frame,
+    up to ``MAX_UNAVAILABLE_RETRIES`` times before this was raised; a ``cancel_workflow``
+    raises it at once: send it again if the run should still end.
+    """
+
+
 class Unauthorized(ServerError):
     """The gateway does not accept the token (missing, malformed, forged, signed with another key).
 
@@ -313,6 +325,7 @@ _BY_CODE: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.rate_limited: RateLimited,
     ErrorCode.too_many_runs: TooManyRuns,
     ErrorCode.too_many_subscriptions: TooManySubscriptions,
+    ErrorCode.run_unavailable: RunUnavailable,
     ErrorCode.unauthorized: Unauthorized,
     ErrorCode.forbidden: Forbidden,
     ErrorCode.internal_error: InternalServerError,

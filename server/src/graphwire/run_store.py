@@ -1,0 +1,435 @@
+"""Runs shared through Redis (issue 13): Redis is the truth, pub/sub only a wake-up.
+
+Keys of one run (one Redis; a Redis Cluster is not supported):
+
+- ``graphwire:run:<id>``: a hash; ``epoch``, ``gateway`` (the owner), ``workflow``,
+  ``owner`` (the ``sub`` that started it, or empty), ``last_seq``, ``state`` (the run's
+  ``RunSnapshot`` JSON as of its last state change: status, open inputs, result, error);
+- ``graphwire:run:<id>:log``: a Stream; entry ``<seq>-0`` holds the event's frame, byte
+  for byte what the owner's watchers got; trimmed with ``MAXLEN ~ run_log_max_events``;
+- ``graphwire:run:<id>:inbox``: a Stream of commands for the owner (answers, cancels)
+  from clients on other gateways.
+
+Channels: ``graphwire:run:<id>`` carries ``<gateway> <seq> <epoch> <frame>`` for each
+event; ``graphwire:gateway:<id>`` carries ``inbox <run id>`` (a command waits) and
+``reply <command id> <json>`` (its answer) to one gateway.
+
+The owning gateway appends with one Lua script per run and batch (``APPEND``): it checks
+the log's epoch, skips seqs already there (a retried batch writes nothing twice),
+``XADD``s, sets the state and the time to live, and PUBLISHes each event on
+``graphwire:run:<id>`` in the same step, so a gateway woken by a frame finds it in the
+stream. A gateway watching the run from elsewhere repairs any gap from the stream by
+``seq`` (a lost wake-up, a reconnect); the frames it delivers never have a hole.
+
+A log Redis lost (a restart without persistence, a flush) is recreated by its owner from
+the events it still holds, under a new epoch: a client resuming with the old epoch is
+told (``recovered: false``) instead of getting a partial replay as if nothing happened.
+
+Everything here waits at most ``timeout`` for Redis; writes that Redis did not take are
+kept (they are the run's own bounded log) and retried, in order, with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+
+__all__ = ["RedisRunStore", "RunRecord", "RunSource", "RunStore", "new_epoch"]
+
+T = TypeVar("T")
+
+log = logging.getLogger("graphwire.broker")
+
+PREFIX = "graphwire:"
+RUN = "run:"
+GATEWAY = "gateway:"
+# Runs written to Redis per pipeline round trip.
+BATCH_RUNS = 256
+# A run still in flight keeps its keys at least this long after its last event (an input
+# may wait for hours); a finished one keeps them for run_retention_seconds.
+LIVE_TTL_SECONDS = 86_400.0
+
+# KEYS: meta, log, inbox. ARGV: epoch, create, maxlen, ttl_ms, channel, sender, state,
+# gateway, workflow, owner, then seq/frame pairs. Returns the log's last seq, or -1 when
+# the log is not this epoch's (lost, or recreated): the caller recreates it.
+APPEND = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if ARGV[2] == '1' then
+  if epoch ~= ARGV[1] then
+    redis.call('DEL', KEYS[1], KEYS[2])
+    redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'gateway', ARGV[8], 'workflow', ARGV[9],
+               'owner', ARGV[10], 'last_seq', '0')
+  end
+elseif epoch ~= ARGV[1] then
+  return -1
+end
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_seq'))
+for i = 11, #ARGV, 2 do
+  local seq = tonumber(ARGV[i])
+  if seq > last then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], ARGV[i] .. '-0', 'f', ARGV[i + 1])
+    redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' ' .. ARGV[i] .. ' ' .. ARGV[1] .. ' ' .. ARGV[i + 1])
+    last = seq
+  end
+end
+redis.call('HSET', KEYS[1], 'last_seq', last)
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[1], 'state', ARGV[7])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return last
+"""
+
+
+APPEND_SHA = hashlib.sha1(APPEND.encode(), usedforsecurity=False).hexdigest()  # what Redis names it
+
+
+def new_epoch() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def meta_key(workflow_id: str) -> str:
+    return f"{PREFIX}{RUN}{workflow_id}"
+
+
+def log_key(workflow_id: str) -> str:
+    return f"{PREFIX}{RUN}{workflow_id}:log"
+
+
+def inbox_key(workflow_id: str) -> str:
+    return f"{PREFIX}{RUN}{workflow_id}:inbox"
+
+
+class RunSource(Protocol):
+    """What the owner's store writes from: a run (``graphwire.runs.Run``)."""
+
+    workflow_id: str
+    workflow: str
+    owner: str | None
+    epoch: str
+    last_seq: int
+    # The seq of the run's last state change (status, open inputs, result, error).
+    state_seq: int
+
+    @property
+    def first_seq(self) -> int: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def events_after(self, seq: int) -> list[tuple[int, str]]: ...
+
+    def state(self) -> str:
+        """The run's snapshot as JSON."""
+        ...
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """A run as Redis holds it: who owns it, its state and (some of) its log."""
+
+    workflow_id: str
+    epoch: str
+    gateway: str
+    workflow: str
+    owner: str | None
+    last_seq: int
+    state: str | None
+    events: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Written:
+    epoch: str
+    seq: int
+    state_seq: int
+
+
+class RunStore(Protocol):
+    """The broker's half of shared runs (``RedisBroker.runs``); ``None`` on the local broker."""
+
+    def changed(self, run: RunSource) -> None:
+        """``run`` logged events or changed state: write them to Redis, in order, soon."""
+
+    def forget(self, workflow_id: str) -> None:
+        """The run is gone from this gateway's memory; whatever was not written yet is dropped."""
+
+    async def read(self, workflow_id: str, after: int | None = None) -> RunRecord | None:
+        """The run's record and its logged events after ``after`` (``None``: no events)."""
+        ...
+
+    async def command(self, workflow_id: str, gateway: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Hand a command to the run's owner (``gateway``); its answer, or ``TimeoutError``."""
+        ...
+
+    async def inbox(self, workflow_id: str, after: str) -> list[tuple[str, dict[str, Any]]]:
+        """Commands for the owned run after the entry id ``after`` (``"0"``: all)."""
+        ...
+
+    def reply(self, gateway: str, command_id: str, body: dict[str, Any]) -> None:
+        """Send a command's answer back to the gateway it came from."""
+
+    def done_with(self, workflow_id: str, entry_id: str) -> None:
+        """The owner applied the inbox entries up to ``entry_id``: drop them."""
+
+
+class RedisRunStore:
+    """The owner's ordered writer, and the reads and commands of any gateway, on one client."""
+
+    def __init__(
+        self,
+        client: Callable[[], aioredis.Redis],
+        gateway_id: str,
+        timeout: float,
+        send: Callable[[str, str], None],
+        max_events: int,
+        retention: float,
+        backoff: Callable[[int], float],
+        command_timeout: float,
+    ) -> None:
+        self._client = client
+        self.gateway_id = gateway_id
+        self.timeout = timeout
+        self._send = send  # the broker's ordered pub/sub send (replies, inbox wake-ups)
+        self.max_events = max_events
+        self.retention = retention
+        self._backoff = backoff
+        self.command_timeout = command_timeout
+        self._dirty: dict[str, RunSource] = {}
+        self._written: dict[str, _Written] = {}
+        self._wake = asyncio.Event()
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._trims: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._loaded = False  # APPEND is in Redis's script cache (emptied by a restart)
+        self._failing = False
+        # For operators (and the fault tests): batches Redis did not take, logs recreated.
+        self.write_failures = 0
+        self.recreated = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._writer())
+
+    async def close(self) -> None:
+        """Give what is still unwritten a short grace, then stop."""
+        if not self._idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.timeout):
+                    await self._idle.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for future in self._replies.values():
+            if not future.done():
+                future.set_exception(TimeoutError("the gateway is shutting down"))
+        self._replies.clear()
+
+    # -- the owner's writer ------------------------------------------------------------
+
+    def changed(self, run: RunSource) -> None:
+        self._dirty[run.workflow_id] = run
+        if not self._wake.is_set():
+            self._wake.set()
+            self._idle.clear()
+
+    def forget(self, workflow_id: str) -> None:
+        self._dirty.pop(workflow_id, None)
+        self._written.pop(workflow_id, None)
+
+    async def _writer(self) -> None:
+        attempt = 0
+        while True:
+            if not self._dirty:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._idle.clear()
+            batch = [self._dirty.pop(wid) for wid in list(self._dirty)[:BATCH_RUNS]]
+            try:
+                await self._write(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis gone, slow or refusing: keep the runs for the next try
+                self.write_failures += 1
+                for run in batch:
+                    self._dirty.setdefault(run.workflow_id, run)
+                if not self._failing:
+                    self._failing = True
+                    log.error(
+                        "could not write run logs to Redis (%s: %s): kept in memory and retried; "
+                        "watchers on other gateways wait meanwhile",
+                        type(exc).__name__,
+                        exc or "timed out",
+                    )
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+                continue
+            if self._failing:
+                self._failing = False
+                log.warning("writing run logs to Redis again")
+            attempt = 0
+
+    async def _write(self, batch: list[RunSource]) -> None:
+        if not self._loaded:
+            async with asyncio.timeout(self.timeout):
+                await self._client().script_load(APPEND)
+            self._loaded = True
+        pipe = self._client().pipeline(transaction=False)
+        sent: list[tuple[RunSource, str, int, int]] = []
+        for run in batch:
+            wid = run.workflow_id
+            written = self._written.get(wid)
+            create = written is None or written.epoch != run.epoch
+            if not create and written is not None and run.first_seq > written.seq + 1:
+                # Redis lacks events this gateway no longer holds: the log cannot be completed,
+                # only recreated from what is here, under a new epoch.
+                run.epoch = new_epoch()
+                self.recreated += 1
+                create = True
+            events = run.events_after(0 if create or written is None else written.seq)
+            state_seq = run.state_seq
+            state = run.state() if create or written is None or state_seq > written.state_seq else ""
+            ttl = self.retention if run.finished else max(self.retention, LIVE_TTL_SECONDS)
+            args: list[Any] = [
+                run.epoch,
+                "1" if create else "0",
+                self.max_events,
+                max(1, int(ttl * 1000)),
+                f"{PREFIX}{RUN}{wid}",
+                self.gateway_id,
+                state,
+                self.gateway_id,
+                run.workflow,
+                run.owner or "",
+            ]
+            for seq, frame in events:
+                args += (seq, frame)
+            pipe.evalsha(APPEND_SHA, 3, meta_key(wid), log_key(wid), inbox_key(wid), *args)
+            sent.append((run, run.epoch, state_seq, run.last_seq))
+        async with asyncio.timeout(self.timeout):
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        for (run, epoch, state_seq, _last), result in zip(sent, results, strict=True):
+            wid = run.workflow_id
+            if isinstance(result, NoScriptError):
+                self._loaded = False  # Redis restarted: load APPEND again, then write
+                self._dirty.setdefault(wid, run)
+                continue
+            if isinstance(result, Exception):
+                log.error("writing run %s to Redis failed: %s", wid, result)
+                self._dirty.setdefault(wid, run)
+                continue
+            if int(result) < 0:
+                # Redis lost the log (or it is another epoch's): recreate it, under a new epoch.
+                log.warning("the log of run %s is gone from Redis; recreating it from this gateway's memory", wid)
+                self.recreated += 1
+                run.epoch = new_epoch()
+                self._written.pop(wid, None)
+                self._dirty.setdefault(wid, run)
+                continue
+            self._written[wid] = _Written(epoch, int(result), state_seq)
+            if run.last_seq > int(result) or state_seq != run.state_seq:
+                self._dirty.setdefault(wid, run)  # changed while this batch was on its way
+            elif run.finished:
+                self._written.pop(wid, None)  # all written, with its final time to live
+
+    # -- any gateway ---------------------------------------------------------------------
+
+    async def _once_more(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, and once more if the pooled connection was dead (Redis restarted, ``CLIENT KILL``).
+
+        Only for what may safely run twice: reads, and an inbox entry (a second copy of a
+        command is refused by the owner like any repeat, and answered under the same id).
+        """
+        async with asyncio.timeout(self.timeout):
+            try:
+                return await call()
+            except RedisConnectionError:
+                return await call()
+
+    async def read(self, workflow_id: str, after: int | None = None) -> RunRecord | None:
+        def transaction() -> Awaitable[list[Any]]:
+            pipe = self._client().pipeline(transaction=True)
+            pipe.hgetall(meta_key(workflow_id))
+            if after is not None:
+                pipe.xrange(log_key(workflow_id), f"({after}-0" if after > 0 else "-", "+")
+            return pipe.execute()
+
+        replies = await self._once_more(transaction)
+        meta: dict[bytes, bytes] = replies[0]
+        if not meta or b"epoch" not in meta:
+            return None
+        owner = meta.get(b"owner", b"").decode()
+        state = meta.get(b"state")
+        record = RunRecord(
+            workflow_id,
+            meta[b"epoch"].decode(),
+            meta.get(b"gateway", b"").decode(),
+            meta.get(b"workflow", b"").decode(),
+            owner or None,
+            int(meta.get(b"last_seq", b"0")),
+            state.decode() if state is not None else None,
+        )
+        if after is not None:
+            record.events = [
+                (int(entry_id.split(b"-", 1)[0]), fields[b"f"].decode()) for entry_id, fields in replies[1]
+            ]
+        return record
+
+    async def command(self, workflow_id: str, gateway: str, body: dict[str, Any]) -> dict[str, Any]:
+        command_id = uuid.uuid4().hex
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[command_id] = future
+        entry = orjson.dumps({**body, "gateway": self.gateway_id, "command_id": command_id})
+        try:
+            await self._once_more(lambda: self._client().xadd(inbox_key(workflow_id), {"c": entry}))
+            # The owner reads its inbox when woken, and again whenever its pub/sub reconnects.
+            self._send(GATEWAY + gateway, f"inbox {workflow_id}")
+            async with asyncio.timeout(self.command_timeout):
+                return await future
+        finally:
+            self._replies.pop(command_id, None)
+
+    def answered(self, payload: str) -> None:
+        """``<command_id> <json>`` from an owner: the answer to one of our commands."""
+        command_id, _, body = payload.partition(" ")
+        future = self._replies.get(command_id)
+        if future is not None and not future.done():
+            future.set_result(orjson.loads(body))
+
+    async def inbox(self, workflow_id: str, after: str) -> list[tuple[str, dict[str, Any]]]:
+        first = f"({after}" if after != "0" else "-"
+        entries: Any = await self._once_more(lambda: self._client().xrange(inbox_key(workflow_id), first, "+"))
+        return [(entry_id.decode(), orjson.loads(fields[b"c"])) for entry_id, fields in entries]
+
+    def reply(self, gateway: str, command_id: str, body: dict[str, Any]) -> None:
+        self._send(GATEWAY + gateway, f"reply {command_id} {orjson.dumps(body).decode()}")
+
+    def done_with(self, workflow_id: str, entry_id: str) -> None:
+        async def trim() -> None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.timeout):
+                    # MINID drops every entry below the next id: those up to entry_id.
+                    ms, _, n = entry_id.partition("-")
+                    await self._client().xtrim(inbox_key(workflow_id), minid=f"{ms}-{int(n or 0) + 1}")
+
+        task = asyncio.get_running_loop().create_task(trim())
+        self._trims.add(task)
+        task.add_done_callback(self._trims.discard)
