@@ -15,11 +15,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from graphwire._generated.messages import NodeEvent, WorkflowStarted
 from graphwire.broker import (
     BrokerUnavailable,
     RedisBroker,
 )
-from graphwire.connections import GROUP, ConnectionManager
+from graphwire.connections import GROUP, ConnectionManager, Flusher
+from graphwire.runs import Run, RunManager
+from graphwire.settings import Settings
 from harness import ROOT, free_port
 from redis_proc import RedisServer
 
@@ -235,3 +238,83 @@ async def test_two_managers_on_redis_deliver_to_each_others_members(redis_url: s
     await eventually(lambda: watched(there.broker) == frozenset(), what="the UNSUBSCRIBE")
     for manager in managers:
         await manager.broker.close()
+
+
+# -- run logs in Redis: the owner's writer and a mirror's repair ----------------------------
+
+
+def stream_seqs(redis_server: RedisServer, workflow_id: str) -> list[int]:
+    with redis_server.client() as admin:
+        return [int(entry_id.split(b"-")[0]) for entry_id, _ in admin.xrange(f"graphwire:run:{workflow_id}:log")]
+
+
+def tick(run: Run, i: int) -> None:
+    run.append(NodeEvent, node_id="n", event="tick", data={"i": i})
+
+
+async def test_an_outage_longer_than_the_memory_log_recreates_the_log_under_a_new_epoch(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    settings = Settings(redis_url=redis_url, run_log_max_events=10)
+    broker = RedisBroker(redis_url, timeout=0.3, run_log_max_events=10)
+    await broker.start(lambda _c, _f: None)
+    try:
+        run = Run("run_outage", "ticker", settings, Flusher(0.001))
+        run.store = broker.runs
+        run.append(WorkflowStarted, workflow="ticker", epoch=run.epoch)
+        for i in range(4):
+            tick(run, i)
+        await eventually(lambda: stream_seqs(redis_server, run.workflow_id) == [1, 2, 3, 4, 5], what="the first writes")
+        epoch = run.epoch
+        with redis_server.client() as admin:
+            admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")  # Redis takes no write for 1.5 s
+        for i in range(4, 24):
+            tick(run, i)  # the memory log keeps only the last 10 (seqs 16-25)
+        await eventually(lambda: stream_seqs(redis_server, run.workflow_id) == list(range(16, 26)), what="the rewrite")
+        assert run.epoch != epoch  # seqs 6-15 are nowhere: a new log, not one with a hole
+        with redis_server.client() as admin:
+            assert admin.hget(f"graphwire:run:{run.workflow_id}", "epoch").decode() == run.epoch
+    finally:
+        await broker.close()
+
+
+async def test_a_mirror_that_cannot_fill_its_hole_closes_its_watchers_to_resume(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    settings = Settings(redis_url=redis_url)
+    owner, there = (RedisBroker(redis_url, timeout=TIMEOUT) for _ in range(2))
+    runs_there = RunManager(settings, Flusher(0.001), there)
+    await owner.start(lambda _c, _f: None)
+    await there.start(lambda channel, frame: runs_there.deliver_run_frame(channel[4:], frame), runs_there.watching)
+    try:
+        run = Run("run_hole", "ticker", settings, Flusher(0.001))
+        run.store = owner.runs
+        run.append(WorkflowStarted, workflow="ticker", epoch=run.epoch)
+        tick(run, 0)
+        await eventually(lambda: stream_seqs(redis_server, run.workflow_id) == [1, 2], what="the owner's writes")
+        mirror = await runs_there.mirror(run.workflow_id, None)
+        assert mirror is not None
+        assert mirror.mirror
+        assert mirror.last_seq == 2
+        watcher, wire = connection(ConnectionManager(), "w")
+        runs_there.subscribe(watcher, mirror, 0, "s")
+        for i in range(1, 4):
+            tick(run, i)
+        await eventually(lambda: mirror.last_seq == 5, what="live events")
+        # Seqs 6-8 vanish from the stream before the mirror sees them (trimmed, say); 9 wakes it.
+        there.unwatch("run:" + run.workflow_id)
+        for i in range(4, 7):
+            tick(run, i)
+        await eventually(lambda: stream_seqs(redis_server, run.workflow_id)[-1] == 8, what="the owner's writes")
+        with redis_server.client() as admin:
+            admin.xtrim(f"graphwire:run:{run.workflow_id}:log", minid="9-0")
+        await asyncio.wait_for(there.watch("run:" + run.workflow_id) or asyncio.sleep(0), 5)
+        tick(run, 7)
+        await eventually(lambda: wire.closed_with is not None, what="the watcher closed to resume")
+        assert wire.closed_with is not None
+        assert wire.closed_with[0] == 1013
+        assert [f["seq"] for f in wire.frames if "seq" in f] == [1, 2, 3, 4, 5]  # no hole delivered
+        assert run.workflow_id not in runs_there.runs  # the mirror is dropped
+    finally:
+        await owner.close()
+        await there.close()

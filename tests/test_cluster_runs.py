@@ -173,6 +173,33 @@ async def test_refusals_from_another_gateway_are_the_owners(cluster: list[Server
     assert sum(e["type"] == "input_answered" for e in events) == 1
 
 
+async def test_a_start_retried_on_another_gateway_finds_the_same_run(
+    cluster: list[Server], clients: Clients, redis_up: RedisServer
+) -> None:
+    a, b, c = await clients.one_per_gateway()
+    start = {"type": "start_workflow", "workflow": "ticker", "idempotency_key": "order-42"}
+    params = {"count": 40, "payload_bytes": 10, "interval_ms": 5}
+    await a.send({**start, "id": "s1", "params": params})
+    first = (await a.until(lambda m: m.get("reply_to") == "s1", timeout=DEADLINE))[-1]
+    assert first["type"] == "workflow_started", first
+    assert first["epoch"]
+    wid = first["workflow_id"]
+    await a.until(lambda m: m.get("workflow_id") == wid and m.get("seq", 0) >= 5, timeout=DEADLINE)
+    # The answer was "lost": the client retries through the balancer and lands on B.
+    await b.send({**start, "id": "s2", "params": params})
+    again = (await b.until(lambda m: m.get("reply_to") == "s2", timeout=DEADLINE))[-1]
+    assert again["type"] == "workflow_started"
+    assert again["workflow_id"] == wid
+    on_a, on_b = await finished(a, wid), await finished(b, wid)
+    assert on_b == on_a  # seq 1 again, then everything since: no gap, no second run
+    assert_gap_free(on_a)
+    await c.send({**start, "id": "s3", "params": {**params, "count": 41}})
+    conflict = (await c.until(lambda m: m.get("reply_to") == "s3", timeout=DEADLINE))[-1]
+    assert conflict["code"] == "idempotency_conflict"
+    with redis_up.client() as admin:
+        assert len(admin.keys("graphwire:start:*")) == 1
+
+
 # -- faults: Redis connections killed, Redis restarted, a gateway cut from Redis --------
 
 

@@ -283,16 +283,26 @@ def subscribes_sent(proxy: DropProxy, since: int) -> list[dict[str, Any]]:
     return [frame for frame in frames if frame["type"] == "subscribe"]
 
 
-async def test_a_resume_names_the_run_logs_epoch_and_is_recovered(server: Server, proxy: DropProxy) -> None:
+@pytest.mark.parametrize("starter", ["another client", "this client"])
+async def test_a_resume_names_the_run_logs_epoch_and_is_recovered(
+    server: Server, proxy: DropProxy, starter: str
+) -> None:
     async with (
-        GraphwireClient(server.ws()) as starter,
+        GraphwireClient(server.ws()) as other,
         GraphwireClient(server.ws()) as reader,
         GraphwireClient(proxy.url, reconnect=FAST) as client,
     ):
-        origin = await starter.start_workflow("data_processing", {"data": list(range(60)), "delay_ms": 15})
+        run: Run[Any]
+        origin: Run[Any]
+        if starter == "this client":
+            # No subscribed before its first resume: its epoch is the one workflow_started named.
+            run = await client.start_workflow("data_processing", {"data": list(range(60)), "delay_ms": 15})
+            origin = await other.attach(run.workflow_id)
+        else:
+            origin = await other.start_workflow("data_processing", {"data": list(range(60)), "delay_ms": 15})
+            run = await client.attach(origin.workflow_id)
         epoch = (await reader.commands.subscribe(workflow_id=origin.workflow_id, since_seq=0)).epoch
         assert epoch, "the gateway names its log's epoch"
-        run = await client.attach(origin.workflow_id)
         resumes: list[dict[str, Any]] = []
         for _ in range(2):
             target = run.last_seq + 5
@@ -304,7 +314,7 @@ async def test_a_resume_names_the_run_logs_epoch_and_is_recovered(server: Server
                 await asyncio.sleep(0.002)
             resumes.extend(subscribes_sent(proxy, since))
         events = await collect(run)
-        assert [(r["workflow_id"], r["epoch"]) for r in resumes] == [(origin.workflow_id, epoch)] * 2
+        assert [(r["workflow_id"], r.get("epoch")) for r in resumes] == [(origin.workflow_id, epoch)] * 2
         assert all(r["since_seq"] > 0 for r in resumes)
         assert run.recovered, "the same epoch: the replay continues the view"
         assert not run.truncated

@@ -64,6 +64,7 @@ class Wire:
 
     def __init__(self) -> None:
         self.frames: list[dict[str, Any]] = []
+        self.closed_with: tuple[int, str] | None = None
 
     def write(self, text: str) -> bool:
         frame = json.loads(text)
@@ -74,6 +75,7 @@ class Wire:
         self.write(text)
 
     async def close(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
         raise AssertionError(f"closed with {code}: {reason}")
 
 

@@ -302,7 +302,7 @@ def test_chat_endpoint_speaks_the_seed_shape(connect: Connect) -> None:
     frames.send({"type": "message", "content": "hi there"})
     started = frames.recv()
     assert started["type"] == "workflow_started"
-    assert started["data"] == {"workflow_id": started["workflow_id"], "workflow": "chat"}
+    assert started["data"] == {"workflow_id": started["workflow_id"], "workflow": "chat", "epoch": started["epoch"]}
     events = run_events(frames, started["workflow_id"])
     assert all("data" in e for e in events), "every chat frame carries the seed's data field"
     tokens = [e["data"] for e in events if e["type"] == "token"]

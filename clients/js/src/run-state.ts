@@ -26,6 +26,11 @@ const TERMINAL_TYPES: ReadonlySet<string> = new Set(["workflow_completed", "work
 /** The longest `epoch` a `subscribe` may carry (`components.schemas.Subscribe`). */
 const EPOCH_MAX = 64;
 
+/** Whether a `subscribe` can carry `epoch` back (non-empty, at most `EPOCH_MAX`). */
+function carriable(epoch: string | undefined): epoch is string {
+  return epoch !== undefined && epoch.length > 0 && epoch.length <= EPOCH_MAX;
+}
+
 /** Whether `event` ends its run. */
 export function isTerminal(event: RunEvent): event is TerminalEvent {
   return TERMINAL_TYPES.has(event.type);
@@ -55,7 +60,10 @@ export class RunState {
   subscribing = false;
   /** Events were found missing; a resync (`unsubscribe` + `subscribe since_seq`) is in flight. */
   resyncing = false;
-  /** The run log's `epoch` from the last `subscribed`; sent back when resubscribing. */
+  /**
+   * The run log's `epoch`, sent back when resubscribing: the last `subscribed`'s, or,
+   * before any, the one `workflow_started` named (a run this client started).
+   */
   epoch: string | undefined;
   /** False once a `subscribed` said `recovered: false`: the state was rebuilt from its snapshot. */
   recovered = true;
@@ -94,6 +102,11 @@ export class RunState {
     switch (event.type) {
       case "workflow_started":
         this.workflow = event.workflow;
+        if (this.epoch === undefined && carriable(event.epoch)) {
+          // A starter gets no `subscribed` before its first resume. Seq 1 keeps the epoch
+          // its log was first written under, so a `subscribed` (newer) wins.
+          this.epoch = event.epoch;
+        }
         break;
       case "input_request": {
         const { request_id, node_id, prompt, options, expires_at } = event;
@@ -138,7 +151,7 @@ export class RunState {
   applySubscribed(reply: Subscribed): [number, number] | undefined {
     this.subscribing = false;
     this.resyncing = false;
-    if (reply.epoch !== undefined && reply.epoch.length > 0 && reply.epoch.length <= EPOCH_MAX) {
+    if (carriable(reply.epoch)) {
       this.epoch = reply.epoch;
     }
     const snapshot = reply.snapshot;

@@ -115,43 +115,47 @@ describe("forced disconnects", () => {
     await client.close();
   });
 
-  it("a resume names the run log's epoch, and the gateway says the view is recovered", async () => {
-    const starter = new GraphwireClient(WS);
-    const reader = new GraphwireClient(WS);
-    const client = new GraphwireClient(proxy.url(), { reconnect: FAST });
-    await Promise.all([starter.connect(), reader.connect(), client.connect()]);
-    const origin = await starter.startWorkflow("data_processing", {
-      data: Array.from({ length: 60 }, (_, i) => i + 1),
-      delay_ms: 15,
+  for (const starter of ["another client", "this client"] as const) {
+    it(`a resume names the run log's epoch, and the gateway says the view is recovered (started by ${starter})`, async () => {
+      const other = new GraphwireClient(WS);
+      const reader = new GraphwireClient(WS);
+      const client = new GraphwireClient(proxy.url(), { reconnect: FAST });
+      await Promise.all([other.connect(), reader.connect(), client.connect()]);
+      const params = { data: Array.from({ length: 60 }, (_, i) => i + 1), delay_ms: 15 };
+      // Started here, the run has no subscribed before its first resume: its epoch is the
+      // one workflow_started named.
+      const run =
+        starter === "this client"
+          ? await client.startWorkflow("data_processing", params)
+          : await client.attach((await other.startWorkflow("data_processing", params)).workflowId);
+      const { epoch } = await reader.commands.subscribe({ workflow_id: run.workflowId, since_seq: 0 });
+      assert.ok(epoch, "the gateway names its log's epoch");
+      const from = proxy.clientFrames.length;
+      while (run.lastSeq < 5) {
+        await sleep(2);
+      }
+      proxy.cut();
+      const events: RunEvent[] = [];
+      for await (const event of run) {
+        events.push(event);
+      }
+      const resumes = proxy.clientFrames
+        .slice(from)
+        .map((frame) => JSON.parse(frame) as Record<string, unknown>)
+        .filter((frame) => frame.type === "subscribe");
+      assert.deepEqual(
+        resumes.map((frame) => [frame.workflow_id, frame.epoch]),
+        [[run.workflowId, epoch]],
+      );
+      assert.equal(run.recovered, true, "the same epoch: the replay continues the view");
+      assert.deepEqual(
+        events.map((e) => e.seq),
+        events.map((_, i) => i + 1),
+      );
+      assert.deepEqual(withoutReplyTo(events), withoutReplyTo(await serverLog(run.workflowId)));
+      await Promise.all([other.close(), reader.close(), client.close()]);
     });
-    const { epoch } = await reader.commands.subscribe({ workflow_id: origin.workflowId, since_seq: 0 });
-    assert.ok(epoch, "the gateway names its log's epoch");
-    const run = await client.attach(origin.workflowId);
-    const from = proxy.clientFrames.length;
-    while (run.lastSeq < 5) {
-      await sleep(2);
-    }
-    proxy.cut();
-    const events: RunEvent[] = [];
-    for await (const event of run) {
-      events.push(event);
-    }
-    const resumes = proxy.clientFrames
-      .slice(from)
-      .map((frame) => JSON.parse(frame) as Record<string, unknown>)
-      .filter((frame) => frame.type === "subscribe");
-    assert.deepEqual(
-      resumes.map((frame) => [frame.workflow_id, frame.epoch]),
-      [[origin.workflowId, epoch]],
-    );
-    assert.equal(run.recovered, true, "the same epoch: the replay continues the view");
-    assert.deepEqual(
-      events.map((e) => e.seq),
-      events.map((_, i) => i + 1),
-    );
-    assert.deepEqual(withoutReplyTo(events), withoutReplyTo(await serverLog(run.workflowId)));
-    await Promise.all([starter.close(), reader.close(), client.close()]);
-  });
+  }
 
   it("an approval survives a cut and a refused reconnect while waiting for the answer", async () => {
     const client = new GraphwireClient(proxy.url(), { reconnect: FAST });

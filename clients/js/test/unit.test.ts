@@ -64,6 +64,19 @@ function event(seq: number, type = "progress"): RunEvent {
   };
 }
 
+/** Seq 1 of run WID, naming its log's `epoch` if given; the starter's answer with `replyTo`. */
+function started(epoch?: string, replyTo?: string): RunEvent {
+  return {
+    type: "workflow_started",
+    workflow_id: WID,
+    seq: 1,
+    timestamp: T,
+    workflow: "approval",
+    ...(epoch !== undefined && { epoch }),
+    ...(replyTo !== undefined && { reply_to: replyTo }),
+  };
+}
+
 const openInput = { request_id: "req_1", node_id: "approve", prompt: "Ship?", options: ["yes", "no"] };
 
 /** The `subscribed` answer for run WID: since `since`, the run at `last`. */
@@ -401,6 +414,57 @@ describe("ClientCore", () => {
     core.resume();
     const resume = sent.at(-1);
     assert.ok(resume?.type === "subscribe" && !("epoch" in resume));
+  });
+
+  it("names the epoch of a started run's workflow_started on its first resume, until a subscribed names one", () => {
+    const { core, sent } = coreWithSink();
+    const start = core.command({ type: "start_workflow", workflow: "approval" });
+    core.receive(started("e1", start.id));
+    const state = core.runs.get(WID);
+    assert.equal(state?.epoch, "e1", "no subscribed yet: the start's answer names the log");
+    core.lost();
+    core.resume();
+    const resume = sent.at(-1);
+    assert.ok(resume?.type === "subscribe" && resume.since_seq === 1 && resume.epoch === "e1");
+    // Redis lost the log meanwhile: the gateway answers with its new epoch and the whole
+    // log, whose seq 1 still names the epoch it was first written under.
+    core.receive({ ...subscribed(0, 2), reply_to: resume.id, epoch: "e2", recovered: false, first_seq: 1 });
+    core.receive(started("e1"));
+    core.receive(event(2));
+    assert.equal(state?.epoch, "e2", "the subscribed is the newest");
+    core.lost();
+    core.resume();
+    const next = sent.at(-1);
+    assert.ok(next?.type === "subscribe" && next.epoch === "e2");
+  });
+
+  it("takes a watcher's epoch from seq 1 only when its subscribed named none", () => {
+    for (const [named, kept] of [
+      [undefined, "e1"],
+      ["e2", "e2"],
+    ] as const) {
+      const { core, sent } = coreWithSink();
+      const state = core.track(WID, 0);
+      core.receive({ ...subscribed(0, 1), ...(named !== undefined && { epoch: named }) });
+      core.receive(started("e1"));
+      assert.equal(state.epoch, kept);
+      core.lost();
+      core.resume();
+      const resume = sent.at(-1);
+      assert.ok(resume?.type === "subscribe" && resume.epoch === kept);
+    }
+  });
+
+  it("resumes a started run without an epoch when workflow_started names none a subscribe can carry", () => {
+    for (const epoch of [undefined, "", "x".repeat(65)]) {
+      const { core, sent } = coreWithSink();
+      const start = core.command({ type: "start_workflow", workflow: "approval" });
+      core.receive(started(epoch, start.id)); // undefined: as from a server before 0.5.0
+      core.lost();
+      core.resume();
+      const resume = sent.at(-1);
+      assert.ok(resume?.type === "subscribe" && !("epoch" in resume), `epoch ${JSON.stringify(epoch)}`);
+    }
   });
 
   it("rebuilds a run from the snapshot and the whole replay when the log was recreated", () => {
@@ -886,6 +950,31 @@ describe("GraphwireClient over a fake transport", () => {
     assert.ok(second?.type === "node_input" && second.idempotency_key !== first.idempotency_key, "one key per call");
     fake.push({ type: "error", code: "input_already_answered", message: "answered", reply_to: second.id });
     await assert.rejects(again, InputRejected);
+    await client.close();
+  });
+
+  it("names the epoch of a started run's workflow_started on its first resume", async () => {
+    const fake = fakeTransport();
+    const client = new GraphwireClient("ws://gateway.test/ws/workflow", {
+      transport: fake.transport,
+      reconnect: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 1 },
+    });
+    await client.connect();
+    const starting = client.startWorkflow("approval", { message: "ok?" });
+    await settle();
+    const start = fake.sent[0];
+    assert.ok(start?.type === "start_workflow");
+    fake.push(started("e1", start.id));
+    const run = await starting;
+    fake.push(inputRequest(2));
+    fake.drop(1006);
+    while (fake.sent.length < 2) {
+      await settle();
+    }
+    const resume = fake.sent[1];
+    assert.ok(resume?.type === "subscribe" && resume.since_seq === 2 && resume.epoch === "e1");
+    fake.push({ ...subscribed(2, 2, [openInput]), reply_to: resume.id, epoch: "e1", recovered: true, first_seq: 1 });
+    assert.equal(run.recovered, true, "the same log: the replay continues the view");
     await client.close();
   });
 

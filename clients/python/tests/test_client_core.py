@@ -36,7 +36,7 @@ def frame(*messages: dict[str, Any]) -> str:
     return json.dumps({"type": "batch", "messages": list(messages)})
 
 
-def started(seq: int = 1, reply_to: str | None = None, wid: str = WID) -> dict[str, Any]:
+def started(seq: int = 1, reply_to: str | None = None, wid: str = WID, epoch: str | None = None) -> dict[str, Any]:
     message: dict[str, Any] = {
         "type": "workflow_started",
         "workflow_id": wid,
@@ -46,6 +46,8 @@ def started(seq: int = 1, reply_to: str | None = None, wid: str = WID) -> dict[s
     }
     if reply_to is not None:
         message["reply_to"] = reply_to
+    if epoch is not None:
+        message["epoch"] = epoch
     return message
 
 
@@ -135,11 +137,11 @@ def sent(core: ClientCore) -> list[dict[str, Any]]:
     return [json.loads(text) for _, text in out]
 
 
-def start(core: ClientCore) -> PendingCommand:
-    """A started run: the start command answered with seq 1."""
+def start(core: ClientCore, epoch: str | None = None) -> PendingCommand:
+    """A started run: the start command answered with seq 1 (naming ``epoch``, if given)."""
     pending = core.command(StartWorkflow(type="start_workflow", workflow="approval"), WorkflowStarted)
     sent(core)
-    core.receive_text(frame(started(reply_to=pending.id)))
+    core.receive_text(frame(started(reply_to=pending.id, epoch=epoch)))
     return pending
 
 
@@ -503,11 +505,49 @@ def test_a_resume_and_a_resync_name_the_epoch_of_the_last_subscribed() -> None:
     assert (resync["since_seq"], resync["epoch"]) == (3, "e1")
 
 
-def test_a_run_never_subscribed_resumes_without_an_epoch() -> None:
+def test_a_started_run_resumes_naming_the_epoch_of_its_workflow_started_until_a_subscribed_names_one() -> None:
     core = online()
-    run = start(core).run
+    run = start(core, epoch="e1").run
     assert run is not None
-    assert "epoch" not in resumed(core), "the start's answer names no epoch"
+    assert run.epoch == "e1", "no subscribed yet: the start's answer names the log"
+    resume = resumed(core)
+    assert (resume["since_seq"], resume["epoch"]) == (1, "e1")
+    # Redis lost the log meanwhile: the gateway answers with its new epoch and the whole log,
+    # whose seq 1 still names the epoch it was first written under.
+    core.receive_text(
+        frame(
+            subscribed(resume["id"], 0, 2, epoch="e2", recovered=False, first_seq=1),
+            started(epoch="e1"),
+            node(2),
+        )
+    )
+    assert run.epoch == "e2", "the subscribed is the newest"
+    assert resumed(core)["epoch"] == "e2"
+
+
+@pytest.mark.parametrize(
+    ("named", "kept"), [(None, "e1"), ("e2", "e2")], ids=["subscribed-without-epoch", "subscribed-with-epoch"]
+)
+def test_a_watcher_takes_the_epoch_of_seq_1_only_when_its_subscribed_named_none(named: str | None, kept: str) -> None:
+    core = online()
+    attach = core.command(Subscribe(type="subscribe", workflow_id=WID, since_seq=0), Subscribed)
+    sent(core)
+    extra = {} if named is None else {"epoch": named}
+    core.receive_text(frame(subscribed(attach.id, 0, 1, **extra), started(epoch="e1")))
+    assert attach.run is not None
+    assert attach.run.epoch == kept
+    assert resumed(core)["epoch"] == kept
+
+
+@pytest.mark.parametrize("epoch", [None, "", "x" * 65], ids=["none", "empty", "too-long"])
+def test_a_started_run_resumes_without_an_epoch_when_workflow_started_names_none_it_can_carry(
+    epoch: str | None,
+) -> None:
+    core = online()
+    run = start(core, epoch=epoch).run  # None: as from a server before 0.5.0
+    assert run is not None
+    assert run.epoch is None
+    assert "epoch" not in resumed(core), "a subscribe carries 1 to 64 characters of epoch"
 
 
 def test_a_recreated_log_rebuilds_the_run_from_the_snapshot_and_the_whole_replay() -> None:

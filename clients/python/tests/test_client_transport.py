@@ -405,6 +405,26 @@ async def test_a_resume_names_the_epoch_and_a_recreated_log_rebuilds_the_run_fro
         reading.cancel()
 
 
+async def test_a_started_run_names_the_epoch_of_its_workflow_started_on_its_first_resume() -> None:
+    transport = FakeTransport()
+    async with client_for(transport) as client:
+        socket = transport.sockets[0]
+        starting = asyncio.create_task(client.start_workflow("chat", {"message": "hi"}))
+        socket.push({**started((await socket.next())["id"]), "epoch": "e1"}, token(2, "Hel"))
+        run = await starting
+        await asyncio.wait_for(until(lambda: run.last_seq >= 2), 2)
+        socket.drop()
+        again = await transport.next_socket(1)
+        resume = await again.next()
+        assert (resume["type"], resume["since_seq"], resume["epoch"]) == ("subscribe", 2, "e1")
+        # The log was recreated meanwhile: the subscribed names the new epoch, the newest.
+        again.push(subscribed(resume["id"], 0, 2, epoch="e2", recovered=False, first_seq=1))
+        await asyncio.wait_for(until(lambda: not run.recovered), 2)
+        again.drop()
+        resume = await (await transport.next_socket(2)).next()
+        assert resume["epoch"] == "e2"
+
+
 async def read_seqs(run: Run[Any], seen: list[int]) -> None:
     async for event in run:
         seen.append(event.seq)

@@ -113,6 +113,20 @@ def inbox_key(workflow_id: str) -> str:
     return f"{PREFIX}{RUN}{workflow_id}:inbox"
 
 
+def start_key(idempotency_key: str) -> str:
+    """Where a start's (user-scoped) ``idempotency_key`` is claimed; hashed, so no user id shows."""
+    return f"{PREFIX}start:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+
+
+# Delete a claim only if it is still ours.
+UNCLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
 class RunSource(Protocol):
     """What the owner's store writes from: a run (``graphwire.runs.Run``)."""
 
@@ -184,6 +198,13 @@ class RunStore(Protocol):
 
     def done_with(self, workflow_id: str, entry_id: str) -> None:
         """The owner applied the inbox entries up to ``entry_id``: drop them."""
+
+    async def claim(self, key: str, value: str) -> str | None:
+        """Claim a start's idempotency ``key`` with ``value``; ``None`` if now ours, else the value that holds it."""
+        ...
+
+    def unclaim(self, key: str, value: str) -> None:
+        """Give up a claim (the start was refused after all), unless another holds it by now."""
 
 
 class RedisRunStore:
@@ -422,14 +443,38 @@ class RedisRunStore:
     def reply(self, gateway: str, command_id: str, body: dict[str, Any]) -> None:
         self._send(GATEWAY + gateway, f"reply {command_id} {orjson.dumps(body).decode()}")
 
-    def done_with(self, workflow_id: str, entry_id: str) -> None:
-        async def trim() -> None:
+    async def claim(self, key: str, value: str) -> str | None:
+        name = start_key(key)
+        ttl = max(1, int(max(self.retention, LIVE_TTL_SECONDS) * 1000))
+
+        def transaction() -> Awaitable[list[Any]]:
+            pipe = self._client().pipeline(transaction=True)
+            pipe.set(name, value, nx=True, px=ttl)
+            pipe.get(name)
+            return pipe.execute()
+
+        _set, held = await self._once_more(transaction)
+        # Ours if the SET took, or if a first try took it and only its reply was lost.
+        if held is None or held.decode() == value:
+            return None
+        return str(held.decode())
+
+    def unclaim(self, key: str, value: str) -> None:
+        self._later(self._client().eval(UNCLAIM, 1, start_key(key), value))
+
+    def _later(self, call: Awaitable[Any]) -> None:
+        """A write nobody waits for (trimming, giving up a claim); a failure is only a leftover key."""
+
+        async def bounded() -> None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.timeout):
-                    # MINID drops every entry below the next id: those up to entry_id.
-                    ms, _, n = entry_id.partition("-")
-                    await self._client().xtrim(inbox_key(workflow_id), minid=f"{ms}-{int(n or 0) + 1}")
+                    await call
 
-        task = asyncio.get_running_loop().create_task(trim())
+        task = asyncio.get_running_loop().create_task(bounded())
         self._trims.add(task)
         task.add_done_callback(self._trims.discard)
+
+    def done_with(self, workflow_id: str, entry_id: str) -> None:
+        # MINID drops every entry below the next id: those up to entry_id.
+        ms, _, n = entry_id.partition("-")
+        self._later(self._client().xtrim(inbox_key(workflow_id), minid=f"{ms}-{int(n or 0) + 1}"))

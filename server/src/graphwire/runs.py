@@ -491,6 +491,80 @@ class RunManager:
         idempotency_key: str | None = None,
     ) -> Run:
         """Create the run, send seq 1 to the starter with ``reply_to``, start its task."""
+        validated, owner, key = self._accept(definition, params, starter, reply_to, idempotency_key)
+        if key is not None:
+            existing = self._repeat(key, definition, validated, starter, reply_to)
+            if existing is not None:
+                return existing
+        return self._create(definition, validated, starter, owner, reply_to, key)
+
+    async def start_shared(
+        self,
+        definition: WorkflowDefinition,
+        params: dict[str, Any],
+        starter: Connection | None,
+        reply_to: str | None,
+        idempotency_key: str,
+    ) -> None:
+        """``start`` with Redis and an ``idempotency_key``: the key is claimed in Redis first,
+        so a retry that lands on another gateway finds the run instead of starting another."""
+        store = self.store
+        assert store is not None
+        validated, owner, key = self._accept(definition, params, starter, reply_to, idempotency_key)
+        assert key is not None
+        if self._repeat(key, definition, validated, starter, reply_to) is not None:
+            return
+        self._ensure_room(starter, owner, reply_to)
+        fingerprint = _fingerprint(definition.name, validated)
+        workflow_id = f"run_{uuid.uuid4().hex}"
+        claim = f"{fingerprint} {workflow_id}"
+        try:
+            held = await store.claim(key, claim)
+        except Exception as exc:  # Redis slow or gone: nothing was started
+            raise ProtocolError(
+                ErrorCode.run_unavailable,
+                f"Redis did not answer in time ({type(exc).__name__}); nothing was started, send it again",
+                None,
+                reply_to,
+            ) from None
+        if held is None:
+            try:
+                self._create(definition, validated, starter, owner, reply_to, key, workflow_id)
+            except ProtocolError:
+                store.unclaim(key, claim)  # refused after all (too_many_runs): the key is free again
+                raise
+            return
+        known_fingerprint, _, known_id = held.partition(" ")
+        if known_fingerprint != fingerprint:
+            raise ProtocolError(
+                ErrorCode.idempotency_conflict,
+                "idempotency_key was used with other params",
+                "idempotency_key",
+                reply_to,
+            )
+        run = await self.mirror(known_id, reply_to)
+        if run is None:  # claimed a moment ago; its first event is not in Redis yet
+            raise ProtocolError(
+                ErrorCode.run_unavailable,
+                "the run of this idempotency_key is starting on another gateway; send it again",
+                None,
+                reply_to,
+                known_id,
+            )
+        if starter is not None and not starter.closed:
+            starter.enqueue(self._started_reply(run, reply_to))
+            self._replay(starter, run, max(1, starter.runs.get(run.workflow_id, 0)))
+        self.release(run)
+
+    def _accept(
+        self,
+        definition: WorkflowDefinition,
+        params: dict[str, Any],
+        starter: Connection | None,
+        reply_to: str | None,
+        idempotency_key: str | None,
+    ) -> tuple[dict[str, Any], str | None, str | None]:
+        """The validated params, the starting user and the user's idempotency key; ``invalid_params`` else."""
         try:
             model = definition.params.model_validate(params)
         except ValidationError as exc:
@@ -511,32 +585,54 @@ class RunManager:
         if idempotency_key is not None and owner is not None:
             # Keys are per user: another user's key must not hand over (or reveal) a run.
             idempotency_key = f"{owner}\x00{idempotency_key}"
-        if idempotency_key is not None:
-            fingerprint = _fingerprint(definition.name, validated)
-            known = self._idempotency.get(idempotency_key)
-            if known is not None:
-                if known[0] != fingerprint:
-                    raise ProtocolError(
-                        ErrorCode.idempotency_conflict,
-                        "idempotency_key was used with other params",
-                        "idempotency_key",
-                        reply_to,
-                    )
-                existing = self.runs.get(known[1])
-                if existing is not None:
-                    if starter is not None:
-                        # A repeated start (typically a retry after a lost answer) gets
-                        # seq 1 again, then everything the run logged since: no gap.
-                        starter.enqueue(self._started_reply(existing, reply_to))
-                        self._replay(starter, existing, max(1, starter.runs.get(existing.workflow_id, 0)))
-                    return existing
+        return validated, owner, idempotency_key
+
+    def _repeat(
+        self,
+        key: str,
+        definition: WorkflowDefinition,
+        validated: dict[str, Any],
+        starter: Connection | None,
+        reply_to: str | None,
+    ) -> Run | None:
+        """The run this gateway started under ``key``, answered again; ``idempotency_conflict`` for other params."""
+        known = self._idempotency.get(key)
+        if known is None:
+            return None
+        if known[0] != _fingerprint(definition.name, validated):
+            raise ProtocolError(
+                ErrorCode.idempotency_conflict,
+                "idempotency_key was used with other params",
+                "idempotency_key",
+                reply_to,
+            )
+        existing = self.runs.get(known[1])
+        if existing is not None and starter is not None:
+            # A repeated start (typically a retry after a lost answer) gets seq 1 again,
+            # then everything the run logged since: no gap.
+            starter.enqueue(self._started_reply(existing, reply_to))
+            self._replay(starter, existing, max(1, starter.runs.get(existing.workflow_id, 0)))
+        return existing
+
+    def _create(
+        self,
+        definition: WorkflowDefinition,
+        validated: dict[str, Any],
+        starter: Connection | None,
+        owner: str | None,
+        reply_to: str | None,
+        key: str | None,
+        workflow_id: str | None = None,
+    ) -> Run:
         self._ensure_room(starter, owner, reply_to)
-        run = Run(f"run_{uuid.uuid4().hex}", definition.name, self.settings, self.flusher, starter, owner)
+        run = Run(
+            workflow_id or f"run_{uuid.uuid4().hex}", definition.name, self.settings, self.flusher, starter, owner
+        )
         run.store = self.store
         self.runs[run.workflow_id] = run
-        if idempotency_key is not None:
-            self._idempotency[idempotency_key] = (_fingerprint(definition.name, validated), run.workflow_id)
-        run.append(WorkflowStarted, workflow=definition.name)
+        if key is not None:
+            self._idempotency[key] = (_fingerprint(definition.name, validated), run.workflow_id)
+        run.append(WorkflowStarted, workflow=definition.name, epoch=run.epoch)
         if starter is not None:
             starter.enqueue(self._started_reply(run, reply_to))
             self.attach(starter, run, 1)
@@ -585,7 +681,12 @@ class RunManager:
         if frame is None:  # the log was trimmed; rebuild seq 1 from what the run knows
             frame = encode(
                 WorkflowStarted(
-                    type="workflow_started", workflow_id=run.workflow_id, seq=1, workflow=run.workflow, timestamp=now()
+                    type="workflow_started",
+                    workflow_id=run.workflow_id,
+                    seq=1,
+                    workflow=run.workflow,
+                    epoch=run.epoch,
+                    timestamp=now(),
                 )
             )
         if reply_to is None:

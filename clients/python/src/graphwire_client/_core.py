@@ -12,11 +12,11 @@ outgoing commands on the wire; the tests drive it directly. It does
   so every event is delivered exactly once, in order;
 - **resume state**: after a reconnect, ``connection_made`` queues ``subscribe
   {workflow_id, since_seq, epoch}`` for every open run (``epoch``: the run log's, from
-  its last ``subscribed``), the topics and groups, then re-sends
-  every command that was not answered. Commands are safe to repeat: ``start_workflow``
-  and ``node_input`` always carry an ``idempotency_key`` (the gateway answers a repeat
-  as it answered the first copy), and a repeated ``cancel_workflow`` whose run has
-  ended meanwhile is counted as done;
+  its last ``subscribed``, or, before any, its ``workflow_started``), the topics and
+  groups, then re-sends every command that was not answered. Commands are safe to
+  repeat: ``start_workflow`` and ``node_input`` always carry an ``idempotency_key``
+  (the gateway answers a repeat as it answered the first copy), and a repeated
+  ``cancel_workflow`` whose run has ended meanwhile is counted as done;
 - **rate limits**: a command refused with ``rate_limited`` was not applied; one that is
   safe to repeat (``REPEATABLE``) is held and goes again, identical, when the client
   calls ``release_held()`` after the frame's ``retry_after`` (``Received.retry_after``),
@@ -107,6 +107,12 @@ DEFAULT_RETRY_AFTER = 1.0
 # The longest ``epoch`` a ``subscribe`` may carry (``components.schemas.Subscribe``).
 _EPOCH_MAX = 64
 
+
+def _carriable(epoch: str | None) -> bool:
+    """An ``epoch`` a ``subscribe`` can carry back (non-empty, at most ``_EPOCH_MAX``)."""
+    return epoch is not None and 0 < len(epoch) <= _EPOCH_MAX
+
+
 TerminalEvent = WorkflowCompleted | WorkflowFailed | WorkflowCancelled
 
 
@@ -166,7 +172,8 @@ class RunState:
     truncated: bool = False
     """The server's log no longer reached back to ``since_seq`` on a resubscribe: events were skipped."""
     epoch: str | None = None
-    """The run log's ``epoch`` from the last ``subscribed``; sent back when resubscribing."""
+    """The run log's ``epoch``, sent back when resubscribing: the last ``subscribed``'s, or,
+    before any, the one ``workflow_started`` named (a run this client started)."""
     recovered: bool = True
     """False once a ``subscribed`` said ``recovered: false``: the state was rebuilt from its snapshot."""
     attach_id: str | None = None
@@ -208,11 +215,15 @@ class RunState:
             self.pending_inputs.clear()
         elif event.type == "workflow_started":
             self.workflow = event.workflow
+            if self.epoch is None and _carriable(event.epoch):
+                # A starter gets no ``subscribed`` before its first resume. Seq 1 keeps the
+                # epoch its log was first written under, so a ``subscribed`` (newer) wins.
+                self.epoch = event.epoch
         return "new"
 
     def apply_snapshot(self, subscribed: Subscribed) -> None:
         """Take the ``subscribed`` of this run: its epoch and snapshot, and whether the replay continues this view."""
-        if subscribed.epoch and len(subscribed.epoch) <= _EPOCH_MAX:  # one a ``subscribe`` can carry back
+        if _carriable(subscribed.epoch):
             self.epoch = subscribed.epoch
         snap = subscribed.snapshot
         # A server before 0.5.0 sends no ``recovered``: only a trimmed log breaks the view there.
