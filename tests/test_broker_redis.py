@@ -63,12 +63,12 @@ def channels(redis_server: RedisServer) -> set[str]:
     """What the gateways subscribe to for their clients (each also has its own command channel)."""
     with redis_server.client() as admin:
         names = {c.decode() for c in admin.pubsub_channels("graphwire:*")}
-    return {name for name in names if not name.startswith("graphwire:gateway:")}
+    return {name for name in names if not name.startswith("graphwire:gateway:") and name != "graphwire:runs"}
 
 
 def watched(broker: RedisBroker) -> frozenset[str]:
     """``broker.subscribed`` without its own command channel."""
-    return broker.subscribed - {broker.inbox_channel}
+    return broker.subscribed - {broker.inbox_channel, "runs"}
 
 
 async def test_a_gateway_subscribes_only_while_its_clients_watch(

@@ -1,5 +1,6 @@
-"""Workflows that only the tests register: a node that raises, a slow ticker, a picky one, and
-one whose first input request is closed unanswered (``second_chance``)."""
+"""Workflows that only the tests register: a node that raises, a slow ticker, a picky one,
+one whose first input request is closed unanswered (``second_chance``), and ``relay``, stages
+in a row (optionally with a question between them) for runs that move between gateways."""
 
 from __future__ import annotations
 
@@ -103,7 +104,54 @@ def second_chance() -> AsyncGraph:
     return AsyncGraph(first)
 
 
+class RelayParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ticks: int = Field(default=10, ge=0, le=10_000)
+    delay_ms: float = Field(default=20, ge=0, le=10_000)
+    ask: bool = False
+
+
+class RelayResult(BaseModel):
+    done: list[str]
+
+
+class Stage(WebSocketNode[dict[str, Any], None]):
+    """Says which stage it is (``stage``), ticks ``ticks`` times, then notes itself in ``done``."""
+
+    async def prep_async(self, shared: dict[str, Any]) -> dict[str, Any]:
+        params: dict[str, Any] = shared["params"]
+        return params
+
+    async def exec_async(self, prep_res: dict[str, Any]) -> None:
+        await self.send_update("stage", {"name": self.node_id})
+        for i in range(int(prep_res["ticks"])):
+            await self.send_update("tick", {"stage": self.node_id, "i": i})
+            await asyncio.sleep(float(prep_res["delay_ms"]) / 1000)
+
+    async def post_async(self, shared: dict[str, Any], prep_res: Any, exec_res: Any) -> None:
+        shared.setdefault("done", []).append(self.node_id)
+        shared["result"] = {"done": shared["done"]}
+
+
+class Ask(Stage):
+    """A question between two stages: the run waits for ``yes`` or ``no``."""
+
+    async def exec_async(self, prep_res: dict[str, Any]) -> None:
+        await self.wait_for_input("Go on?", options=["yes", "no"], timeout=60)
+
+
+def relay_graph(ask: bool) -> AsyncGraph:
+    first = Stage(node_id="first")
+    if ask:
+        first >> Ask(node_id="ask") >> Stage(node_id="second")
+    else:
+        first >> Stage(node_id="second") >> Stage(node_id="third")
+    return AsyncGraph(first)
+
+
 def register(registry: WorkflowRegistry) -> None:
+    registry.register("relay", lambda: relay_graph(False), params=RelayParams, result=RelayResult)
+    registry.register("relay_ask", lambda: relay_graph(True), params=RelayParams, result=RelayResult)
     registry.register("boom", lambda: AsyncGraph(Boom(node_id="boom")), params=BoomParams, result=Empty)
     registry.register("tick", lambda: AsyncGraph(Tick(node_id="tick")), params=TickParams, result=Empty)
     registry.register(

@@ -121,6 +121,8 @@ function detail(event: RunEvent): string {
       return `${event.error.code}: ${event.error.message}`;
     case "workflow_cancelled":
       return event.reason ?? "";
+    case "run_resumed":
+      return `moved to another gateway; resumed from seq ${event.from_seq}`;
   }
 }
 

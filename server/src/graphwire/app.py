@@ -40,7 +40,7 @@ from graphwire.protocol import (
 from graphwire.rate_limits import CommandLimits
 from graphwire.registry import WorkflowRegistry
 from graphwire.router import Router
-from graphwire.run_store import GATEWAY, RUN
+from graphwire.run_store import GATEWAY, RUN, RUNS
 from graphwire.runs import RunManager
 from graphwire.settings import Settings
 from graphwire.watchdog import LoopWatchdog, describe_runs
@@ -77,7 +77,7 @@ class Gateway:
         self.auth = Authenticator(settings)
         self.broker = broker if broker is not None else create_broker(settings)
         self.connections = ConnectionManager(settings.flush_quiet_ms / 1000.0, self.broker)
-        self.runs = RunManager(settings, self.connections.flusher, self.broker)
+        self.runs = RunManager(settings, self.connections.flusher, self.broker, registry)
         # With redis_url, the per-user limits are counted in Redis, shared by all gateways.
         self.limits = CommandLimits(settings)
         self.router = Router(registry, self.runs, self.connections, self.auth, self.limits)
@@ -213,6 +213,8 @@ class Gateway:
             self.runs.deliver_run_frame(channel[len(RUN) :], frame)
         elif channel.startswith(GATEWAY):
             self.runs.deliver_gateway_frame(frame)
+        elif channel == RUNS:
+            self.runs.orphans_released()
         else:
             self.connections.deliver_remote(channel, frame)
 
@@ -222,6 +224,11 @@ class Gateway:
         Watchers that read get their runs' ``workflow_failed`` (``gateway_shutdown``)
         before the 1012; ``budget`` bounds the wait for slow ones.
         """
+        if self.runs.store is not None:
+            # With Redis, runs outlive this gateway: another one takes each over at once.
+            handed = await self.runs.hand_over()
+            if handed:
+                log.info("shutting down: %d runs in flight handed over to the other gateways", handed)
         ended = self.runs.end_all()
         if ended:
             log.info("shutting down: %d runs in flight ended with gateway_shutdown", ended)
@@ -353,10 +360,12 @@ def create_app(
         watchdog.start()
         # The broker (Redis) before the first socket; closed last, once uvicorn closed them all.
         await gateway.broker.start(gateway.deliver_remote, gateway.runs.watching)
+        orphans = asyncio.create_task(gateway.runs.orphan_loop())
         try:
             yield
         finally:
             expire.cancel()
+            orphans.cancel()
             try:
                 await gateway.runs.shutdown()
             finally:

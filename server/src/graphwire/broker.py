@@ -43,7 +43,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from graphwire.run_store import GATEWAY, RedisRunStore, RunStore
+from graphwire.run_store import GATEWAY, RUNS, RedisRunStore, RunStore
 from graphwire.settings import Settings
 
 __all__ = [
@@ -183,6 +183,7 @@ def create_broker(settings: Settings) -> Broker:
         timeout=settings.redis_timeout,
         run_log_max_events=settings.run_log_max_events,
         run_retention=settings.run_retention_seconds,
+        run_lease_seconds=settings.run_lease_seconds,
     )
 
 
@@ -229,6 +230,7 @@ class RedisBroker:
         health_interval: float = HEALTH_INTERVAL,
         run_log_max_events: int = 100_000,
         run_retention: float = 3600.0,
+        run_lease_seconds: float = 5.0,
     ) -> None:
         self.url = url
         self.where = redacted(url)
@@ -272,6 +274,7 @@ class RedisBroker:
             backoff_delay,
             # The owner may be reconnecting to Redis itself: a few of its backoff periods.
             command_timeout=2 * timeout + 2 * BACKOFF_CAP,
+            lease_seconds=run_lease_seconds,
         )
 
     @property
@@ -296,6 +299,7 @@ class RedisBroker:
         self._on_frame = on_frame
         self._on_watching = on_watching
         self._wanted.add(self.inbox_channel)
+        self._wanted.add(RUNS)  # "released": runs handed over by a gateway that stops
         # Two clients, named for CLIENT LIST: the pub/sub connection, and the publishers' pool.
         self._sub_client = self._connect("sub")
         self._client = self._connect("pub")

@@ -231,8 +231,9 @@ class Router:
             raise ProtocolError(
                 ErrorCode.unknown_workflow, f"no workflow {workflow!r}; registered: {known}", "workflow", reply_to
             )
-        if key is not None and self.runs.store is not None:
-            # Claimed in Redis first: a retry on any gateway then finds the same run.
+        if self.runs.store is not None:
+            # In Redis before the starter hears of it; a key is claimed first, so a retry on
+            # any gateway finds the same run.
             self._later(conn, reply_to, self.runs.start_shared(definition, dict(params), conn, reply_to, key))
             return
         self.runs.start(definition, dict(params), conn, reply_to, key)

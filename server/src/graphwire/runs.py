@@ -19,6 +19,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import random
 import time
 import typing
 import uuid
@@ -45,6 +46,7 @@ from graphwire._generated.messages import (
     Progress,
     ProgressData,
     Result,
+    RunResumed,
     RunSnapshot,
     RunStatus,
     Subscribed,
@@ -56,9 +58,10 @@ from graphwire._generated.messages import (
 )
 from graphwire.broker import Broker, LocalBroker
 from graphwire.connections import Connection, Flusher, ensure_room
-from graphwire.graph import InputTimeout, use_run_context
+from graphwire.graph import AsyncGraph, InputTimeout, use_run_context
+from graphwire.graph.persistence import Checkpoint, run_checkpointed
 from graphwire.protocol import ProtocolError, encode, explicit_null, now
-from graphwire.registry import ParamsError, WorkflowDefinition
+from graphwire.registry import ParamsError, WorkflowDefinition, WorkflowRegistry
 from graphwire.run_store import GATEWAY, RUN, RunRecord, RunStore, new_epoch
 from graphwire.settings import Settings
 
@@ -71,6 +74,8 @@ _TERMINAL = {RunStatus.completed, RunStatus.failed, RunStatus.cancelled}
 _STATE_EVENTS = frozenset(
     {WorkflowStarted, InputRequest, InputAnswered, InputClosed, WorkflowCompleted, WorkflowFailed, WorkflowCancelled}
 )
+# Seconds before a mirror whose repair failed (Redis out of reach) tries again.
+REPAIR_RETRY = 0.5
 # A mirrored run whose log cannot be completed: its watchers reconnect and resume.
 _LOG_HOLE = (1013, "the run's log has a hole this gateway cannot fill: reconnect and resume")
 
@@ -171,6 +176,15 @@ class Run:
     inbox_reading: Rerun = field(default_factory=lambda: Rerun())
     # Subscribes of this gateway's clients still on their way to a mirror: it stays meanwhile.
     pins: int = 0
+    # Durable runs (with Redis): this gateway's fencing token, the last checkpoint (JSON:
+    # its seq and the graph's `Checkpoint`) and its version; input requests carried over
+    # from the gateway that ran the run before (request_id -> request); whether the run
+    # left this gateway (taken over, or handed over on SIGTERM) rather than ended.
+    fence: int = 1
+    checkpoint: str = ""
+    checkpoint_version: int = 0
+    carried: dict[str, PendingRequest] = field(default_factory=dict)
+    moved: bool = False
 
     @property
     def finished(self) -> bool:
@@ -364,6 +378,13 @@ class GatewayRunContext:
         kept until the node waits (or ends).
         """
         run = self.run
+        for carried in run.carried.values():
+            if carried.node_id == node_id and carried.prompt == prompt:
+                # The node runs again after a move: its request (already logged, perhaps
+                # answered meanwhile) is the same one, under the same request_id.
+                del run.carried[carried.request_id]
+                self._opened[carried.request_id] = carried
+                return carried.request_id
         request_id = f"req_{uuid.uuid4().hex[:12]}"
         expires_at = now() + timedelta(seconds=timeout) if timeout is not None else None
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -464,11 +485,23 @@ class _Building:
 class RunManager:
     """Every run this gateway owns (and, with Redis, mirrors); starts, answers, cancels, forgets them."""
 
-    def __init__(self, settings: Settings, flusher: Flusher, broker: Broker | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        flusher: Flusher,
+        broker: Broker | None = None,
+        registry: WorkflowRegistry | None = None,
+    ) -> None:
         self.settings = settings
         self.flusher = flusher
         self.broker: Broker = broker if broker is not None else LocalBroker()
         self.store: RunStore | None = self.broker.runs
+        # Where a run taken over from another gateway finds its workflow.
+        self.registry = registry
+        self._orphans_woken = asyncio.Event()
+        if self.store is not None:
+            self.store.on_fenced = self._taken_from_us
+            self.store.on_inbox = lambda workflow_id: self.deliver_gateway_frame(f"inbox {workflow_id}")
         self.runs: dict[str, Run] = {}
         self._building: dict[str, _Building] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -504,14 +537,17 @@ class RunManager:
         params: dict[str, Any],
         starter: Connection | None,
         reply_to: str | None,
-        idempotency_key: str,
+        idempotency_key: str | None,
     ) -> None:
-        """``start`` with Redis and an ``idempotency_key``: the key is claimed in Redis first,
-        so a retry that lands on another gateway finds the run instead of starting another."""
+        """``start`` with Redis: the run is in Redis (its seq 1, its lease) before the starter
+        hears of it. An ``idempotency_key`` is claimed in Redis first, so a retry that lands on
+        another gateway finds the run instead of starting another."""
         store = self.store
         assert store is not None
         validated, owner, key = self._accept(definition, params, starter, reply_to, idempotency_key)
-        assert key is not None
+        if key is None:
+            await self._start_durably(definition, validated, starter, owner, reply_to, None, None)
+            return
         if self._repeat(key, definition, validated, starter, reply_to) is not None:
             return
         self._ensure_room(starter, owner, reply_to)
@@ -529,7 +565,7 @@ class RunManager:
             ) from None
         if held is None:
             try:
-                self._create(definition, validated, starter, owner, reply_to, key, workflow_id)
+                await self._start_durably(definition, validated, starter, owner, reply_to, key, workflow_id)
             except ProtocolError:
                 store.unclaim(key, claim)  # refused after all (too_many_runs): the key is free again
                 raise
@@ -555,6 +591,31 @@ class RunManager:
             starter.enqueue(self._started_reply(run, reply_to))
             self._replay(starter, run, max(1, starter.runs.get(run.workflow_id, 0)))
         self.release(run)
+
+    async def _start_durably(
+        self,
+        definition: WorkflowDefinition,
+        validated: dict[str, Any],
+        starter: Connection | None,
+        owner: str | None,
+        reply_to: str | None,
+        key: str | None,
+        workflow_id: str | None,
+    ) -> None:
+        """Create the run, wait (at most redis_timeout) for Redis to have it, then tell the starter.
+
+        While Redis is out the run goes on in memory (and is written once Redis is back)
+        rather than be refused: the starter's answer only waits longer.
+        """
+        assert self.store is not None
+        run = self._create(definition, validated, starter, owner, reply_to, key, workflow_id, announce=False)
+        if not await self.store.flush(run, self.settings.redis_timeout):
+            log.warning(
+                "run %s: Redis did not take its start in time; it runs in memory until Redis is back", run.workflow_id
+            )
+        if starter is not None and not starter.closed:
+            starter.enqueue(self._started_reply(run, reply_to))
+            self._replay(starter, run, max(1, starter.runs.get(run.workflow_id, 0)))
 
     def _accept(
         self,
@@ -623,17 +684,23 @@ class RunManager:
         reply_to: str | None,
         key: str | None,
         workflow_id: str | None = None,
+        announce: bool = True,
     ) -> Run:
         self._ensure_room(starter, owner, reply_to)
         run = Run(
             workflow_id or f"run_{uuid.uuid4().hex}", definition.name, self.settings, self.flusher, starter, owner
         )
         run.store = self.store
+        if self.store is not None:
+            self.store.hold(run)
+            # Until its first node boundary, a run taken over starts again from its params.
+            run.checkpoint = orjson.dumps({"seq": 1, "params": validated, "checkpoint": None}).decode()
+            run.checkpoint_version = 1
         self.runs[run.workflow_id] = run
         if key is not None:
             self._idempotency[key] = (_fingerprint(definition.name, validated), run.workflow_id)
         run.append(WorkflowStarted, workflow=definition.name, epoch=run.epoch)
-        if starter is not None:
+        if starter is not None and announce:
             starter.enqueue(self._started_reply(run, reply_to))
             self.attach(starter, run, 1)
         self.in_flight += 1
@@ -693,9 +760,11 @@ class RunManager:
             return frame
         return encode(WorkflowStarted.model_validate_json(frame).model_copy(update={"reply_to": reply_to}))
 
-    async def _drive(self, run: Run, definition: WorkflowDefinition, params: dict[str, Any]) -> None:
+    async def _drive(
+        self, run: Run, definition: WorkflowDefinition, params: dict[str, Any], resume: Checkpoint | None = None
+    ) -> None:
         try:
-            await self._run_graph(run, definition, params)
+            await self._run_graph(run, definition, params, resume)
         finally:
             self.in_flight -= 1
             if run.starter is not None:
@@ -708,15 +777,24 @@ class RunManager:
                 else:
                     del self.in_flight_by_user[run.owner]
 
-    async def _run_graph(self, run: Run, definition: WorkflowDefinition, params: dict[str, Any]) -> None:
+    async def _run_graph(
+        self, run: Run, definition: WorkflowDefinition, params: dict[str, Any], resume: Checkpoint | None
+    ) -> None:
         # The run's input is what WebSocketNode.prep_async returns by default: one named
         # param (`register(..., input=...)`) or the whole params dict.
         run_input = params if definition.input is None else params.get(definition.input)
         shared: dict[str, Any] = {"params": params, "input": run_input, "workflow_id": run.workflow_id}
+        if resume is not None:
+            shared = resume.shared
         try:
             with use_run_context(GatewayRunContext(run)):
                 graph = definition.build()
-                await graph.run_async(shared)
+                if self.store is not None and isinstance(graph, AsyncGraph):
+                    # Durable: a checkpoint in Redis before each node (graphwire.graph.persistence).
+                    save = functools.partial(self._save, run, params)
+                    await run_checkpointed(graph, shared, save, resume)
+                else:
+                    await graph.run_async(shared)
             # A graph that left no result (the seed's nodes return None) completes with {}
             # when its result model allows it.
             raw = shared.get("result")
@@ -725,7 +803,8 @@ class RunManager:
                 run.finish(RunStatus.completed, WorkflowCompleted, data=result)
                 run.result = result
         except asyncio.CancelledError:
-            run.finish(RunStatus.cancelled, WorkflowCancelled, reason=run.cancel_reason)
+            if not run.moved:  # a run that moved to another gateway goes on there
+                run.finish(RunStatus.cancelled, WorkflowCancelled, reason=run.cancel_reason)
         except InputTimeout as exc:
             self._fail(run, ErrorCode.input_timeout, str(exc))
         except EventTooLarge as exc:
@@ -925,7 +1004,7 @@ class RunManager:
         """
         ended = 0
         for run in list(self.runs.values()):
-            if run.finished or run.mirror:
+            if run.finished or run.mirror or run.moved:
                 continue
             self._fail(
                 run, ErrorCode.gateway_shutdown, "the gateway stopped while the run was in flight; start it again"
@@ -1022,8 +1101,9 @@ class RunManager:
             return  # dropped meanwhile
         try:
             record = await self.store.read(run.workflow_id, after=run.last_seq)
-        except Exception as exc:  # Redis out of reach: the next confirmed SUBSCRIBE repairs again
-            log.warning("could not repair the mirror of run %s from Redis: %s", run.workflow_id, exc)
+        except Exception as exc:  # Redis out of reach: try again in a moment (and on the next SUBSCRIBE)
+            log.warning("could not repair the mirror of run %s from Redis: %s; trying again", run.workflow_id, exc)
+            asyncio.get_running_loop().call_later(REPAIR_RETRY, self._repair_again, run)
             return
         if record is None:
             return  # the log is gone from Redis: its owner recreates it and wakes us
@@ -1034,6 +1114,14 @@ class RunManager:
         for seq, frame in record.events:
             if seq == run.last_seq + 1:
                 run.observe(seq, frame)
+
+    def _read_inbox_again(self, run: Run) -> None:
+        if self.runs.get(run.workflow_id) is run and not run.finished:
+            self.read_inbox(run)
+
+    def _repair_again(self, run: Run) -> None:
+        if self.runs.get(run.workflow_id) is run:
+            self.repair(run)
 
     def _lost(self, run: Run) -> None:
         """The stream no longer holds what the mirror lacks: its watchers resume (and are told)."""
@@ -1071,8 +1159,9 @@ class RunManager:
         assert store is not None
         try:
             entries = await store.inbox(run.workflow_id, run.inbox_cursor)
-        except Exception as exc:  # Redis out of reach: read again once it is back
-            log.warning("could not read the inbox of run %s: %s", run.workflow_id, exc)
+        except Exception as exc:  # Redis out of reach: read again in a moment (and once it is back)
+            log.warning("could not read the inbox of run %s: %s; trying again", run.workflow_id, exc)
+            asyncio.get_running_loop().call_later(REPAIR_RETRY, self._read_inbox_again, run)
             return
         for entry_id, body in entries:
             run.inbox_cursor = entry_id  # applied once: the cursor moves before the answer
@@ -1132,9 +1221,12 @@ class RunManager:
         if run.finished and body.get("op") == "cancel":
             raise ended
         assert self.store is not None
-        assert run.gateway is not None
+        # Who runs it now: the run may have moved since this gateway first looked.
+        record = await self._read(wid, None, reply_to)
+        gateway = record.gateway if record is not None else run.gateway
+        assert gateway is not None
         try:
-            answer = await self.store.command(wid, run.gateway, body)
+            answer = await self.store.command(wid, gateway, body)
         except Exception as exc:  # Redis, or the owner, did not answer in time
             if run.finished:
                 raise ended from None
@@ -1148,3 +1240,125 @@ class RunManager:
         error = answer.get("error")
         if error is not None:
             raise ProtocolError(ErrorCode(error["code"]), error["message"], error.get("path"), reply_to, wid)
+
+    # -- durable runs: checkpoints, leases, taking runs over (with Redis) -------------------
+
+    async def _save(self, run: Run, params: dict[str, Any], checkpoint: Checkpoint) -> None:
+        """A checkpoint between two nodes, in Redis before the next node starts (bounded by redis_timeout)."""
+        assert self.store is not None
+        if checkpoint.node_id is None:
+            return  # the graph ended: its terminal event says so
+        try:
+            body = checkpoint.to_json()
+        except TypeError as exc:  # the shared store holds what JSON cannot: this run is not durable
+            if run.checkpoint != "-":
+                log.warning("run %s cannot be checkpointed (%s); it will not survive its gateway", run.workflow_id, exc)
+            run.checkpoint = "-"
+            return
+        run.checkpoint = orjson.dumps({"seq": run.last_seq, "params": params, "checkpoint": body}).decode()
+        run.checkpoint_version += 1
+        if not await self.store.flush(run, self.settings.redis_timeout):
+            log.warning("run %s: Redis did not take its checkpoint in time; going on", run.workflow_id)
+
+    def _taken_from_us(self, workflow_id: str) -> None:
+        """Another gateway holds the run now: stop it here without an ending; its watchers resume there."""
+        run = self.runs.get(workflow_id)
+        if run is None or run.mirror or run.finished:
+            return
+        run.moved = True
+        if run.task is not None:
+            run.task.cancel()
+        for conn in list(run.subscribers):
+            self.detach(conn, run)
+            conn.close_soon(1013, "the run moved to another gateway: reconnect and resume")
+        del self.runs[workflow_id]
+
+    async def take_over_orphans(self) -> int:
+        """Claim and resume every run whose gateway went away; how many this gateway took."""
+        store = self.store
+        if store is None or self.registry is None:
+            return 0
+        taken = 0
+        for workflow_id in await store.orphans():
+            fence = await store.claim_run(workflow_id)
+            if fence and await self._resume(workflow_id, fence):
+                taken += 1
+        return taken
+
+    async def _resume(self, workflow_id: str, fence: int) -> bool:
+        """Go on with a run another gateway held, from its last checkpoint."""
+        store, registry = self.store, self.registry
+        assert store is not None
+        assert registry is not None
+        record = await store.read(workflow_id, after=0)
+        if record is None:
+            return False
+        run = Run.mirror_of(record, self.settings, self.flusher)
+        run.mirror, run.gateway, run.fence, run.store = False, None, fence, store
+        run.checkpoint = record.checkpoint or ""
+        run.state_seq = run.last_seq
+        # Open requests stay open, under the same request_id: the node asks again, gets the same one.
+        loop = asyncio.get_running_loop()
+        for request in run.pending.values():
+            request.future = loop.create_future()
+            run.carried[request.request_id] = request
+        mirror = self.runs.get(workflow_id)
+        self.runs[workflow_id] = run
+        if mirror is not None and mirror.mirror:
+            # This gateway's watchers stay attached, and first get what the mirror had not
+            # shown them yet (the log read above may be ahead of it).
+            self.broker.unwatch(RUN + workflow_id)
+            for conn in list(mirror.subscribers):
+                self._replay(conn, run, conn.runs.get(workflow_id, 0))
+        definition = registry.get(record.workflow)
+        saved = orjson.loads(record.checkpoint) if record.checkpoint and record.checkpoint != "-" else None
+        if definition is None or saved is None or run.finished:
+            if not run.finished:
+                why = "its workflow is not registered here" if definition is None else "it could not be checkpointed"
+                log.warning("run %s: taken over, but %s: it ends here", workflow_id, why)
+                self._fail(run, ErrorCode.gateway_shutdown, f"the run's gateway went away and {why}; start it again")
+            return False
+        checkpoint = Checkpoint.from_json(saved["checkpoint"]) if saved.get("checkpoint") else None
+        where = checkpoint.node_id if checkpoint is not None else "the start"
+        log.info("run %s: taken over from its gateway; resuming at %s", workflow_id, where)
+        run.append(RunResumed, from_seq=max(1, int(saved["seq"])))
+        store.hold(run)
+        self.in_flight += 1
+        if run.owner is not None:
+            self.in_flight_by_user[run.owner] = self.in_flight_by_user.get(run.owner, 0) + 1
+        params = dict(saved.get("params") or {})
+        run.task = loop.create_task(self._drive(run, definition, params, checkpoint))
+        self.read_inbox(run)  # answers and cancels sent while nobody held the run
+        return True
+
+    async def orphan_loop(self) -> None:
+        """Look for runs whose gateway went away, twice per lease time (and when woken)."""
+        if self.store is None:
+            return
+        period = self.settings.run_lease_seconds / 2
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                async with asyncio.timeout(period * (0.75 + 0.5 * random.random())):
+                    await self._orphans_woken.wait()
+            self._orphans_woken.clear()
+            try:
+                await self.take_over_orphans()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis out: try again next time
+                log.debug("looking for orphaned runs failed: %s", exc)
+
+    def orphans_released(self) -> None:
+        """A gateway handed its runs over (SIGTERM): look now, not at the next tick."""
+        self._orphans_woken.set()
+
+    async def hand_over(self) -> int:
+        """SIGTERM with Redis: stop every run here without an ending and give its lease up."""
+        assert self.store is not None
+        moving = [run for run in self.runs.values() if not run.mirror and not run.finished and run.checkpoint != "-"]
+        for run in moving:
+            run.moved = True
+            if run.task is not None:
+                run.task.cancel()
+        await asyncio.sleep(0)  # let the tasks unwind (they log nothing more)
+        return await self.store.release(list(moving))

@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     # Longest a Redis operation may take (connect, PUBLISH, a subscription's confirmation)
     # before it counts as failed; the gateway never waits on Redis for longer.
     redis_timeout: float = Field(default=2.0, gt=0, le=60)
+    # With Redis: how long a gateway's hold on a run lasts without a heartbeat (renewed every
+    # third of it). A gateway that dies leaves its runs to the others after at most this.
+    run_lease_seconds: float = Field(default=5.0, ge=0.5, le=300)
 
 
 class SettingsProblem(ValueError):

@@ -32,7 +32,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path, PurePath
 from typing import Any, Protocol
 
@@ -47,6 +47,7 @@ __all__ = [
     "FileCheckpointStore",
     "MemoryCheckpointStore",
     "PersistentGraph",
+    "run_checkpointed",
 ]
 
 _log = logging.getLogger("graphwire.graph.persistence")
@@ -463,30 +464,67 @@ class PersistentGraph(Graph):
         return checkpoint
 
     def _nodes_with_id(self, node_id: str) -> list[BaseNode[Any, Any]]:
-        found: list[BaseNode[Any, Any]] = []
-        seen: set[int] = set()
-        queue = [self.start_node] if self.start_node is not None else []
-        while queue:  # breadth first, through cycles
-            node = queue.pop(0)
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            if node.node_id == node_id:
-                found.append(node)
-            queue.extend(node.successors.values())
-        return found
+        return _nodes_with_id(self, node_id)
 
     def _resume_point(self, checkpoint: Checkpoint) -> BaseNode[Any, Any] | None:
-        if checkpoint.node_id is None:
-            return None
-        found = self._nodes_with_id(checkpoint.node_id)
-        if len(found) != 1:
-            problem = "no node" if not found else f"{len(found)} nodes"
-            raise ValueError(
-                f"cannot resume from {checkpoint.ref}: {problem} with id {checkpoint.node_id!r} in {self.node_id}"
-                " (a rebuilt graph finds its nodes by id: give each one a unique, explicit node_id)"
-            )
-        return found[0]
+        return _resume_point(self, checkpoint)
+
+
+def _nodes_with_id(graph: Graph, node_id: str) -> list[BaseNode[Any, Any]]:
+    """Every node reachable from ``graph``'s start with this id, breadth first, through cycles."""
+    found: list[BaseNode[Any, Any]] = []
+    seen: set[int] = set()
+    queue = [graph.start_node] if graph.start_node is not None else []
+    while queue:
+        node = queue.pop(0)
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.node_id == node_id:
+            found.append(node)
+        queue.extend(node.successors.values())
+    return found
+
+
+def _resume_point(graph: Graph, checkpoint: Checkpoint) -> BaseNode[Any, Any] | None:
+    if checkpoint.node_id is None:
+        return None
+    found = _nodes_with_id(graph, checkpoint.node_id)
+    if len(found) != 1:
+        problem = "no node" if not found else f"{len(found)} nodes"
+        raise ValueError(
+            f"cannot resume from {checkpoint.ref}: {problem} with id {checkpoint.node_id!r} in {graph.node_id}"
+            " (a rebuilt graph finds its nodes by id: give each one a unique, explicit node_id)"
+        )
+    return found[0]
+
+
+async def run_checkpointed(
+    graph: AsyncGraph,
+    shared: Shared,
+    save: Callable[[Checkpoint], Awaitable[None]],
+    resume: Checkpoint | None = None,
+) -> Any:
+    """Run any ``AsyncGraph`` as an `AsyncPersistentGraph` would, with ``save`` awaited before
+    each of its nodes and after its last; from ``resume`` (its next node, its action) if given.
+
+    For a run owner that keeps checkpoints somewhere asynchronous (the gateway, in Redis):
+    awaiting ``save`` makes a checkpoint durable before the node after it starts, so a
+    node that finished never runs again. Only the top graph's node boundaries count: a
+    nested graph is one node here. Returns what ``graph.run_async`` would.
+    """
+    counter = itertools.count(resume.counter + 1 if resume is not None else 0)
+    prep_res = await graph.prep_async(shared)
+    node = graph._first_step() if resume is None else graph._step(_resume_point(graph, resume))
+    last_action: Action = resume.last_action if resume is not None else None
+    params = dict(graph.params)
+    while node is not None:
+        await save(Checkpoint(shared, node.node_id, next(counter), last_action=last_action))
+        node.set_params(params)
+        last_action = await graph._run_step_async(node, shared)
+        node = graph._step(graph.get_next_node(node, last_action))
+    await save(Checkpoint(shared, None, next(counter), last_action=last_action))
+    return await graph.post_async(shared, prep_res, last_action)
 
 
 class AsyncPersistentGraph(AsyncGraph, PersistentGraph):
