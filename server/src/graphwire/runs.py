@@ -588,8 +588,7 @@ class RunManager:
                 known_id,
             )
         if starter is not None and not starter.closed:
-            starter.enqueue(self._started_reply(run, reply_to))
-            self._replay(starter, run, max(1, starter.runs.get(run.workflow_id, 0)))
+            self._tell_starter(starter, run, reply_to)
         self.release(run)
 
     async def _start_durably(
@@ -614,8 +613,7 @@ class RunManager:
                 "run %s: Redis did not take its start in time; it runs in memory until Redis is back", run.workflow_id
             )
         if starter is not None and not starter.closed:
-            starter.enqueue(self._started_reply(run, reply_to))
-            self._replay(starter, run, max(1, starter.runs.get(run.workflow_id, 0)))
+            self._tell_starter(starter, run, reply_to)
 
     def _accept(
         self,
@@ -671,8 +669,7 @@ class RunManager:
         if existing is not None and starter is not None:
             # A repeated start (typically a retry after a lost answer) gets seq 1 again,
             # then everything the run logged since: no gap.
-            starter.enqueue(self._started_reply(existing, reply_to))
-            self._replay(starter, existing, max(1, starter.runs.get(existing.workflow_id, 0)))
+            self._tell_starter(starter, existing, reply_to)
         return existing
 
     def _create(
@@ -740,6 +737,11 @@ class RunManager:
                 reply_to,
             )
         ensure_room(starter, 1, reply_to)
+
+    def _tell_starter(self, starter: Connection, run: Run, reply_to: str | None) -> None:
+        """Seq 1 with ``reply_to``, then everything the run logged since that the starter lacks."""
+        starter.enqueue(self._started_reply(run, reply_to))
+        self._replay(starter, run, max(1, starter.runs.get(run.workflow_id, 0)))
 
     @staticmethod
     def _started_reply(run: Run, reply_to: str | None) -> str:
