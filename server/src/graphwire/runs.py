@@ -170,10 +170,10 @@ class Run:
     # A run another gateway (`gateway`) owns, watched from here: no task, events observed.
     mirror: bool = False
     gateway: str | None = None
-    repairing: Rerun = field(default_factory=lambda: Rerun())
+    repairing: Rerun = field(default_factory=Rerun)
     # The owner's place in the run's inbox (commands from other gateways), and its reader.
     inbox_cursor: str = "0"
-    inbox_reading: Rerun = field(default_factory=lambda: Rerun())
+    inbox_reading: Rerun = field(default_factory=Rerun)
     # Subscribes of this gateway's clients still on their way to a mirror: it stays meanwhile.
     pins: int = 0
     # Durable runs (with Redis): this gateway's fencing token, the last checkpoint (JSON:
@@ -1223,9 +1223,13 @@ class RunManager:
         if run.finished and body.get("op") == "cancel":
             raise ended
         assert self.store is not None
-        # Who runs it now: the run may have moved since this gateway first looked.
-        record = await self._read(wid, None, reply_to)
-        gateway = record.gateway if record is not None else run.gateway
+        gateway = run.gateway
+        if self.runs.get(wid) is run:
+            # A mirror kept here may be older than a move of the run: ask Redis who runs it
+            # now. (A run `remote` just read is not kept, and already says so.)
+            record = await self._read(wid, None, reply_to)
+            if record is not None:
+                gateway = record.gateway
         assert gateway is not None
         try:
             answer = await self.store.command(wid, gateway, body)
