@@ -45,6 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from graphwire.run_store import GATEWAY, RUNS, RedisRunStore, RunStore
 from graphwire.settings import Settings
+from graphwire.tasks import cancelled, stop
 
 __all__ = [
     "Broker",
@@ -327,9 +328,7 @@ class RedisBroker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.timeout):
                     await self._drained.wait()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop(self._tasks)
         self._tasks = []
         while self._outbox:
             self._fail(self._outbox.popleft(), "the gateway is shutting down")
@@ -373,12 +372,16 @@ class RedisBroker:
             pubsub = self._sub_client.pubsub()
             try:
                 await pubsub.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                if cancelled():
+                    raise asyncio.CancelledError
                 self._began()
                 attempt = 0
                 await self._session(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever broke the connection: Redis, the network, a timeout
+                if cancelled():  # the error may be a cancel redis-py turned into another one
+                    raise asyncio.CancelledError from exc
                 self._lost(exc)
             finally:
                 self._end_session()
@@ -395,9 +398,7 @@ class RedisBroker:
             for task in done:
                 task.result()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop(tasks)
         raise ConnectionError("the pub/sub session ended")  # pragma: no cover - both loops only raise
 
     async def _write(self, pubsub: PubSub) -> None:

@@ -34,6 +34,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from graphwire.broker import redacted
+from graphwire.tasks import stop
 
 __all__ = ["KEY_PREFIX", "RETRY_INTERVAL", "RedisUserLimits", "SharedLimitsUnavailable"]
 
@@ -158,8 +159,7 @@ class RedisUserLimits:
     async def close(self) -> None:
         """Stop probing and close the connections; never raises."""
         if self._probe is not None:
-            self._probe.cancel()
-            await asyncio.gather(self._probe, return_exceptions=True)
+            await stop([self._probe])
             self._probe = None
         with contextlib.suppress(Exception):
             await self._pool.aclose()

@@ -45,6 +45,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
+from graphwire.tasks import stop
+
 __all__ = ["RedisRunStore", "RunRecord", "RunSource", "RunStore", "new_epoch"]
 
 T = TypeVar("T")
@@ -383,11 +385,8 @@ class RedisRunStore:
                 async with asyncio.timeout(self.timeout):
                     await self._idle.wait()
         # The heartbeat stops last: leases stay held while the writer finishes.
-        for task in (self._task, self._beat):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await stop([self._task])
+        await stop([self._beat])
         self._task = self._beat = None
         for future in self._replies.values():
             if not future.done():
