@@ -229,7 +229,8 @@ def test_operator_endpoints_need_admin(auth_server: Server) -> None:
     assert http(auth_server, "/api/broadcast", alert, "junk")[0] == 401
     assert http(auth_server, "/api/broadcast", alert, token("alice", EVERYTHING))[0] == 403
     assert http(auth_server, "/api/publish", {"topic": "t", "data": {}}, token("alice"))[0] == 403
-    assert http(auth_server, "/api/broadcast", alert, token("root", "admin")) == (200, {"delivered": 0})
+    status, body = http(auth_server, "/api/broadcast", alert, token("root", "admin"))
+    assert (status, body["delivered"]) == (200, 0)  # `kept` too if an earlier test's member of ops is away
     status, metrics = http(auth_server, "/ws/metrics")
     assert status == 200
     assert "clients" not in metrics

@@ -20,7 +20,7 @@ from graphwire.broker import (
     BrokerUnavailable,
     RedisBroker,
 )
-from graphwire.connections import GROUP, ConnectionManager, Flusher
+from graphwire.connections import GROUP, ConnectionManager, Flusher, alert_frame
 from graphwire.runs import Run, RunManager
 from graphwire.settings import Settings
 from harness import ROOT, free_port
@@ -63,12 +63,16 @@ def channels(redis_server: RedisServer) -> set[str]:
     """What the gateways subscribe to for their clients (each also has its own command channel)."""
     with redis_server.client() as admin:
         names = {c.decode() for c in admin.pubsub_channels("graphwire:*")}
-    return {name for name in names if not name.startswith("graphwire:gateway:") and name != "graphwire:runs"}
+    return {
+        name
+        for name in names
+        if not name.startswith("graphwire:gateway:") and name not in ("graphwire:runs", "graphwire:mail")
+    }
 
 
 def watched(broker: RedisBroker) -> frozenset[str]:
     """``broker.subscribed`` without its own command channel."""
-    return broker.subscribed - {broker.inbox_channel, "runs"}
+    return broker.subscribed - {broker.inbox_channel, "runs", "mail"}
 
 
 async def test_a_gateway_subscribes_only_while_its_clients_watch(
@@ -224,7 +228,7 @@ async def test_two_managers_on_redis_deliver_to_each_others_members(redis_url: s
     for ready in (there.join_group(member, "ops"), here.join_group(local, "ops"), there.subscribe_topic(member, "t")):
         if ready is not None:
             await asyncio.wait_for(ready, 5)
-    reach = await here.broadcast_to_group_everywhere("ops", "failover", "critical")
+    reach = await here.broadcast_to_group_everywhere("ops", alert_frame("ops", "failover", "critical"))
     assert (reach.delivered, reach.gateways) == (1, 1)
     assert here.publish("t", {"v": 1}) == 0  # no subscriber here; there has one
     await eventually(lambda: len(wire.frames) == 2)

@@ -21,11 +21,15 @@ async def alerts_until(client: Client, message: str) -> list[dict[str, Any]]:
     return [m for m in seen if m["type"] == "system_alert"]
 
 
+# Channels every gateway watches for itself (besides its own graphwire:gateway:<id>).
+GATEWAYS_OWN = {"graphwire:runs", "graphwire:mail"}
+
+
 def channels(redis_server: RedisServer, pattern: str = "graphwire:*") -> set[str]:
     """The channels subscribed for clients (not the gateways' own command channels)."""
     with redis_server.client() as admin:
         names = {c.decode() for c in admin.pubsub_channels(pattern)}
-    return {name for name in names if not name.startswith("graphwire:gateway:") and name != "graphwire:runs"}
+    return {name for name in names if not name.startswith("graphwire:gateway:") and name not in GATEWAYS_OWN}
 
 
 def numsub(redis_server: RedisServer, channel: str) -> int:
@@ -36,12 +40,15 @@ def numsub(redis_server: RedisServer, channel: str) -> int:
 def subscriptions_per_gateway(redis_server: RedisServer) -> list[int]:
     """``sub=`` of every gateway's pub/sub connection (``CLIENT LIST``, named ``graphwire-<id>-sub``), sorted.
 
-    Each gateway's own command channel (``graphwire:gateway:<id>``) and ``graphwire:runs`` are not counted.
+    Each gateway's own command channel (``graphwire:gateway:<id>``), ``graphwire:runs`` and ``graphwire:mail``
+    are not counted.
     """
     with redis_server.client() as admin:
         listed = admin.client_list()
     names = [(c.get("name", ""), int(c["sub"])) for c in listed]
-    return sorted(sub - 2 for name, sub in names if name.startswith("graphwire-") and name.endswith("-sub"))
+    return sorted(
+        sub - 1 - len(GATEWAYS_OWN) for name, sub in names if name.startswith("graphwire-") and name.endswith("-sub")
+    )
 
 
 async def test_a_broadcast_on_b_reaches_every_member_on_a_b_and_c_once(cluster: list[Server], clients: Clients) -> None:

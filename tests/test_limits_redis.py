@@ -119,7 +119,7 @@ def assert_rate_limited(answer: dict[str, Any]) -> None:
 def user_windows(redis_server: RedisServer) -> dict[str, int]:
     """Every rate-limit counter in Redis: its key and how many commands it holds."""
     with redis_server.client() as admin:
-        return {key.decode(): int(admin.llen(key)) for key in admin.keys("*")}
+        return {key.decode(): int(admin.llen(key)) for key in admin.keys("graphwire:limits:*")}
 
 
 async def wait_for_log(server: Server, text: str, count: int) -> None:

@@ -72,6 +72,19 @@ def test_websockets_example_prints_what_its_comments_say(server: Server, tmp_pat
     assert lines[-1] == last[1]
 
 
+def test_the_mailbox_example_prints_what_its_comments_say(server: Server, tmp_path: Path) -> None:
+    block = next(b for b in PYTHON_BLOCKS if "ack_mail" in b)
+    claims = re.findall(r"^\s+print\(.*\)  # (.*)$", block, re.M)
+    assert len(claims) == 3
+    script = tmp_path / "mailbox.py"
+    script.write_text(block.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}"))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, cwd=tmp_path, env=user_env()
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == claims
+
+
 async def test_custom_workflow_from_the_users_folder(tmp_path: Path) -> None:
     (tmp_path / "myflows.py").write_text(next(b for b in PYTHON_BLOCKS if "def register" in b))
     port = free_port()

@@ -17,7 +17,7 @@ from graphwire.broker import (
     create_broker,
     redacted,
 )
-from graphwire.connections import GROUP, TOPIC, ConnectionManager
+from graphwire.connections import GROUP, TOPIC, ConnectionManager, alert_frame
 from graphwire.router import Router
 from graphwire.runs import RunManager
 from graphwire.settings import Settings, SettingsProblem, load_settings
@@ -72,7 +72,7 @@ async def test_with_the_local_broker_fan_out_is_what_it_was() -> None:
     assert manager.subscribe_topic(member, "news") is None
     assert manager.broadcast_to_group("ops", "deploy") == 1
     assert manager.publish("news", {"v": 1}) == 1
-    reach = await manager.broadcast_to_group_everywhere("ops", "again")
+    reach = await manager.broadcast_to_group_everywhere("ops", alert_frame("ops", "again", "info"))
     assert (reach.delivered, reach.gateways) == (1, 0)
     await eventually(lambda: len(wire.frames) == 3)  # back-to-back frames leave together, a moment later
     assert [f["type"] for f in wire.frames] == ["system_alert", "topic_message", "system_alert"]

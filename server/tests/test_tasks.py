@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -34,10 +35,8 @@ async def test_cancelled_sees_a_swallowed_cancel() -> None:
     seen: list[bool] = []
 
     async def worker() -> None:
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            pass
         seen.append(cancelled())
 
     task = asyncio.create_task(worker())

@@ -25,6 +25,7 @@ import {
   type CommandBody,
   type Connected,
   type JsonObject,
+  type Mail,
   type Pong,
   type ServerEvent,
   type StartWorkflow,
@@ -63,7 +64,8 @@ export interface StateChange {
  * `refresh_failed` (an in-band token refresh did not go through: `getToken` threw, or the
  * server refused its token; the connection keeps the old one, and the client tries again
  * halfway to its expiry, then reconnects after the 4002), and every server message by its
- * `type` (run events once each, in seq order).
+ * `type` (run events once each, in seq order; `mail` once each per client, in `mail_seq`
+ * order).
  */
 export type ClientEvents = {
   state: StateChange;
@@ -122,6 +124,13 @@ export interface ClientOptions {
   WebSocket?: WebSocketConstructor;
   /** Open sockets another way altogether (tests, proxies); overrides `WebSocket`. */
   transport?: Transport;
+  /**
+   * The client id to take over on the first connection (`client.clientId` of an earlier
+   * run of the program), so that without auth its offline mailbox is this client's again.
+   * Without it the client takes over the first id the server gave it; every reconnect
+   * asks for that id back (`?client_id=`), either way.
+   */
+  clientId?: string;
 }
 
 export interface StartOptions {
@@ -138,6 +147,15 @@ export interface AttachOptions {
 }
 
 const encoder = new TextEncoder();
+
+/** The workflow channel's `client_id` query parameter (spec: `channels.workflow.bindings.ws.query`). */
+const CLIENT_ID = /^cl_[0-9a-f]{16}$/;
+/** Mail handed out within this many milliseconds is acknowledged with one `ack_mail`. */
+export const MAIL_ACK_DELAY_MS = 50;
+/** How long `close()` waits for the answer to its last `ack_mail`. */
+const CLOSE_ACK_TIMEOUT_MS = 2000;
+/** Mail kept, unacknowledged, while no `on("mail")` handler takes it. */
+const MAIL_BACKLOG = 1000;
 
 function randomKey(): string {
   const bytes = new Uint8Array(16);
@@ -156,6 +174,13 @@ function randomKey(): string {
  * console.log(await run.result()); // { count: 3, sum: 6, mean: 2 }
  * await client.close();
  * ```
+ *
+ * The offline mailbox: `mail` (alerts of joined groups and input requests kept while the
+ * user was away, and operators' `direct_message`s) comes to `on("mail", …)` handlers, each
+ * `mail_seq` once per client. Once the handlers have returned (a handler's promise has
+ * settled), the client acknowledges it with `ack_mail`; mail that comes while no handler
+ * listens waits, unacknowledged, for the first one (register it before `connect()`: waiting
+ * mail comes right after `connected`).
  */
 export class GraphwireClient {
   /** The raw commands, one typed method per client → server operation of the spec. */
@@ -181,11 +206,16 @@ export class GraphwireClient {
   private cancelSleep: (() => void) | undefined;
   private abortOpen: (() => void) | undefined;
   private readonly host: RunHost;
+  private ackTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly mailBacklog: Mail[] = [];
 
   constructor(
     url: string,
     private readonly options: ClientOptions = {},
   ) {
+    if (options.clientId !== undefined && !CLIENT_ID.test(options.clientId)) {
+      throw new RangeError(`clientId ${options.clientId} is not a graphwire client id (cl_ and 16 hex digits)`);
+    }
     this.url = withBatch(url, options.batch);
     this.policy = options.reconnect === false ? undefined : reconnectPolicy(options.reconnect ?? DEFAULT_RECONNECT);
     this.transport = options.transport ?? webSocketTransport(options.WebSocket);
@@ -196,12 +226,16 @@ export class GraphwireClient {
     if (!(this.refreshMarginMs >= 0)) {
       throw new RangeError("refreshMarginMs must be >= 0");
     }
-    this.core = new ClientCore({
-      send: (frame) => this.write(frame),
-      message: (message) => this.events.emit(message.type, message as never),
-      gap: (gap) => this.events.emit("gap", gap),
-      later: (ms, task) => this.later(ms, task),
-    });
+    this.core = new ClientCore(
+      {
+        send: (frame) => this.write(frame),
+        message: (message) =>
+          message.type === "mail" ? this.deliverMail(message) : this.events.emit(message.type, message as never),
+        gap: (gap) => this.events.emit("gap", gap),
+        later: (ms, task) => this.later(ms, task),
+      },
+      options.clientId,
+    );
     this.commands = new WorkflowCommands({
       request: <T extends WorkflowCommand["type"] & keyof WorkflowReplies>(
         type: T,
@@ -224,20 +258,34 @@ export class GraphwireClient {
     return this.greeting;
   }
 
-  /** The client id the server gave the current connection. */
+  /**
+   * The client id the server gave the current connection. Every reconnect asks for the
+   * first one back (or for the `clientId` option), so it stays the same unless the server
+   * gave a new one (the old connection was still open there).
+   */
   get clientId(): string | undefined {
     return this.greeting?.client_id;
   }
 
   /**
    * Listen to `state` changes, `gap`s, `invalid_frame`s, or server messages by `type`
-   * (`system_alert`, `topic_message`, `token`, …). Returns the function that stops it.
+   * (`system_alert`, `topic_message`, `token`, `mail` …). Returns the function that stops
+   * it. A `mail` handler may return a promise: the mail is acknowledged once it settles.
+   * The first `mail` handler also gets the mail that came while none listened.
    */
-  on<K extends keyof ClientEvents>(type: K, handler: (event: ClientEvents[K]) => void): () => void {
-    return this.events.on(type, handler);
+  on<K extends keyof ClientEvents>(type: K, handler: (event: ClientEvents[K]) => unknown): () => void {
+    const off = this.events.on(type, handler);
+    if (type === "mail" && this.mailBacklog.length > 0) {
+      queueMicrotask(() => {
+        for (const mail of this.mailBacklog.splice(0)) {
+          this.deliverMail(mail);
+        }
+      });
+    }
+    return off;
   }
 
-  off<K extends keyof ClientEvents>(type: K, handler: (event: ClientEvents[K]) => void): void {
+  off<K extends keyof ClientEvents>(type: K, handler: (event: ClientEvents[K]) => unknown): void {
     this.events.off(type, handler);
   }
 
@@ -357,7 +405,12 @@ export class GraphwireClient {
     if (this.closed) {
       return;
     }
+    await this.ackMailBeforeClose();
+    if (this.closed) {
+      return; // close() was called again meanwhile
+    }
     this.closed = true;
+    clearTimeout(this.ackTimer);
     this.cancelSleep?.();
     this.abortOpen?.();
     clearTimeout(this.refreshTimer);
@@ -371,6 +424,64 @@ export class GraphwireClient {
     this.core.fail(new ClientClosed());
     this.setState("disconnected", 0);
     await socket?.close(1000, "client closed");
+  }
+
+  /**
+   * A new `mail` to the `on("mail")` handlers; once they returned (their promises settled)
+   * it is handed out, and acknowledged within `MAIL_ACK_DELAY_MS`. With no handler it waits.
+   */
+  private deliverMail(mail: Mail): void {
+    if (!this.events.listens("mail")) {
+      this.mailBacklog.push(mail);
+      if (this.mailBacklog.length > MAIL_BACKLOG) {
+        this.handedOut(this.mailBacklog.shift()); // let go of, as the Python SDK's full buffer
+      }
+      return;
+    }
+    const pending = this.events.emit("mail", mail).filter(isThenable);
+    if (pending.length === 0) {
+      this.handedOut(mail);
+    } else {
+      void Promise.allSettled(pending).then((outcomes) => {
+        for (const outcome of outcomes) {
+          if (outcome.status === "rejected") {
+            // Reported as a handler that throws is (the emitter's way); the mail was handled.
+            queueMicrotask(() => {
+              throw outcome.reason;
+            });
+          }
+        }
+        this.handedOut(mail);
+      });
+    }
+  }
+
+  private handedOut(mail: Mail | undefined): void {
+    if (mail === undefined || this.closed) {
+      return;
+    }
+    this.core.handedOut(mail);
+    // What the handlers finish meanwhile goes in the same ack.
+    this.ackTimer ??= setTimeout(() => {
+      this.ackTimer = undefined;
+      this.core.ackMail();
+    }, MAIL_ACK_DELAY_MS);
+  }
+
+  /** Tell the server, before closing, what mail the application handled (best effort). */
+  private async ackMailBeforeClose(): Promise<void> {
+    const deadline = Date.now() + CLOSE_ACK_TIMEOUT_MS;
+    let acking: Promise<unknown> | undefined;
+    while (this.currentState === "connected" && (acking = this.core.ackMail()) !== undefined) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        return;
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, left)));
+      await Promise.race([acking, timeout]);
+      clearTimeout(timer);
+    }
   }
 
   private async request<T extends WorkflowCommand["type"] & keyof WorkflowReplies>(
@@ -477,8 +588,9 @@ export class GraphwireClient {
     });
     this.abortOpen = () => refused(new ClientClosed());
     let hello: Connected | undefined;
+    const clientId = this.core.resumeClientId;
     const opening = this.transport(
-      this.url,
+      clientId === undefined ? this.url : withQuery(this.url, "client_id", clientId),
       {
         message: (text) => {
           if (generation !== this.generation) {
@@ -723,14 +835,22 @@ export class GraphwireClient {
  * other query parameters are kept byte for byte.
  */
 function withBatch(url: string, batch = true): string {
+  return withQuery(url, "batch", batch ? "1" : "0");
+}
+
+/** `url` with the query parameter `name` set to `value` (last), the others kept byte for byte. */
+function withQuery(url: string, name: string, value: string): string {
   const target = new URL(url);
   const params = target.search
     .slice(1)
     .split("&")
-    .filter((param) => param !== "");
-  const isBatch = (param: string): boolean => param.split("=", 1)[0] === "batch";
-  target.search = [...params.filter((param) => !isBatch(param)), `batch=${batch ? "1" : "0"}`].join("&");
+    .filter((param) => param !== "" && param.split("=", 1)[0] !== name);
+  target.search = [...params, `${name}=${encodeURIComponent(value)}`].join("&");
   return target.toString();
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as { then?: unknown } | null)?.then === "function";
 }
 
 /** An attempt's failure after which retrying cannot help: a refusing close code, or a token that is not a JWT. */

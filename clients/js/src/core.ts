@@ -1,9 +1,11 @@
 /**
  * The client's protocol core, with no I/O: command ids and their answers, the runs it
  * follows (seq tracking, dedupe, gap repair), groups and topics, and what to send after
- * a reconnect (each run from its last seq, naming its log's `epoch`). The client feeds it
- * decoded messages and connection events; it writes frames through `outbox` and reports
- * messages through `emit`. Its tests need no socket.
+ * a reconnect (each run from its last seq, naming its log's `epoch`), and the offline
+ * mailbox (repeats of a `mail_seq` skipped; one `ack_mail` at a time, up to the last mail
+ * the application has, sent again after a drop). The client feeds it decoded messages and
+ * connection events; it writes frames through `outbox` and reports messages through
+ * `emit`. Its tests need no socket.
  */
 
 import {
@@ -15,14 +17,17 @@ import {
   errorFromFrame,
 } from "./errors.js";
 import {
+  type Connected,
   type ErrorCode,
   type InputClosed as InputClosedEvent,
+  type Mail,
   RUN_EVENT_TYPES,
   WORKFLOW_REPLY_TYPES,
   type RunEvent,
   type ServerEvent,
   type WorkflowCommand,
 } from "./generated/index.js";
+import { MailboxState } from "./mail.js";
 import { RunState } from "./run-state.js";
 
 /**
@@ -48,8 +53,14 @@ export interface CoreSink {
 /** How many times a command refused with `rate_limited` is sent again before it rejects. */
 export const RATE_LIMIT_RETRIES = 3;
 
-/** How many times a command answered with `run_unavailable` is sent again before it rejects. */
+/**
+ * How many times a command answered with `run_unavailable` (or an `ack_mail` with
+ * `mailbox_unavailable`) is sent again before it rejects.
+ */
 export const RUN_UNAVAILABLE_RETRIES = 3;
+
+/** Mailboxes remembered (a server that ignores `?client_id=` gives a new one each time). */
+const MAILBOXES_KEPT = 8;
 
 /** A command with its `id`, as sent. */
 export type SentCommand = WorkflowCommand & { id: string };
@@ -110,6 +121,16 @@ export class ClientCore {
   readonly topics = new Set<string>();
   /** Whether frames can be written now; commands wait for `resume()` otherwise. */
   connected = false;
+  /** The current connection's mailbox (the `connected` frame's `user`, else its `client_id`). */
+  mailbox: MailboxState | undefined;
+  /**
+   * The client id every connection asks to take over (`?client_id=`): the one given to the
+   * constructor, else the first one the server gave. Without auth it owns the mailbox.
+   */
+  resumeClientId: string | undefined;
+  private readonly mailboxes = new Map<string, MailboxState>();
+  /** Each `mail` handed out, with the mailbox (and its generation) it was received from. */
+  private readonly mailFrom = new WeakMap<Mail, { box: MailboxState; generation: number }>();
   private readonly pending = new Map<string, Pending>();
   /**
    * Commands settled before their answer came (`InputClosed`): the gateway's refusal still
@@ -118,7 +139,12 @@ export class ClientCore {
   private readonly answeredEarly = new Set<string>();
   private counter = 0;
 
-  constructor(private readonly sink: CoreSink) {}
+  constructor(
+    private readonly sink: CoreSink,
+    clientId?: string,
+  ) {
+    this.resumeClientId = clientId;
+  }
 
   /** Commands that wait for their answer. */
   get pendingCount(): number {
@@ -204,6 +230,11 @@ export class ClientCore {
       }
     }
     let fresh = true;
+    if (message.type === "connected") {
+      this.openMailbox(message); // before the mail that follows it in the same frame
+    } else if (message.type === "mail") {
+      fresh = this.receiveMail(message);
+    }
     if (isRunEvent(message)) {
       const state = this.runs.get(message.workflow_id);
       if (state !== undefined) {
@@ -259,6 +290,9 @@ export class ClientCore {
       state.subscribing = subscribing.has(state.workflowId);
       state.resyncing = false;
     }
+    for (const box of this.mailboxes.values()) {
+      box.acking = undefined; // an internal command: dropped above, sent again on the next connection
+    }
   }
 
   /**
@@ -282,6 +316,79 @@ export class ClientCore {
     for (const entry of waiting) {
       this.write(entry);
     }
+    this.ackMail(); // handled before a drop, not acknowledged since
+  }
+
+  /**
+   * The application has this `mail` (as delivered through `sink.message`): it counts
+   * towards the next `ack_mail`, once every mail received before it is handed out too.
+   * Call `ackMail()` to send it (the client coalesces a burst into one).
+   */
+  handedOut(mail: Mail): void {
+    const from = this.mailFrom.get(mail);
+    from?.box.handedOut(mail.mail_seq, from.generation);
+  }
+
+  /**
+   * Send `ack_mail` up to the last mail handed out, if the server was not told and none is
+   * on the wire (when answered, it sends the next itself if more was handed out
+   * meanwhile). Returns the `ack_mail` on the wire, if any: it settles once answered.
+   */
+  ackMail(): Promise<unknown> | undefined {
+    const box = this.mailbox;
+    if (box === undefined || !this.connected) {
+      return undefined;
+    }
+    if (box.ackDue) {
+      const upTo = box.handled;
+      const { reply } = this.command({ type: "ack_mail", up_to: upTo }, true);
+      const acking = reply.then(
+        () => {
+          if (box.acking === acking) {
+            box.acking = undefined;
+            box.acked = Math.max(box.acked, upTo);
+            this.ackMail();
+          }
+        },
+        () => {
+          // Refused past its retries: the next reconnect, or the next mail handed out, sends it again.
+          if (box.acking === acking) {
+            box.acking = undefined;
+          }
+        },
+      );
+      box.acking = acking;
+    }
+    return box.acking;
+  }
+
+  /** Select the connection's mailbox: the user's with auth on, else the client id's. */
+  private openMailbox(hello: Connected): void {
+    this.resumeClientId ??= hello.client_id;
+    const owner = hello.user ?? hello.client_id;
+    let box = this.mailboxes.get(owner);
+    if (box === undefined) {
+      const oldest = this.mailboxes.keys().next();
+      if (this.mailboxes.size >= MAILBOXES_KEPT && oldest.done !== true) {
+        this.mailboxes.delete(oldest.value);
+      }
+      box = new MailboxState(owner);
+      this.mailboxes.set(owner, box);
+    }
+    this.mailbox = box;
+  }
+
+  /** Whether a `mail` is new (not a repeat of one handed out before a reconnect). */
+  private receiveMail(mail: Mail): boolean {
+    const box = this.mailbox;
+    if (box === undefined) {
+      return true; // before any greeting: nothing to tell a repeat by
+    }
+    if (!box.receive(mail.mail_seq)) {
+      return false;
+    }
+    this.mailFrom.set(mail, { box, generation: box.generation });
+    return true;
   }
 
   /**
@@ -313,7 +420,8 @@ export class ClientCore {
     if (code === "rate_limited") {
       return entry.rateLimited < RATE_LIMIT_RETRIES;
     }
-    return code === "run_unavailable" && entry.unavailable < RUN_UNAVAILABLE_RETRIES;
+    const unavailable = code === "run_unavailable" || code === "mailbox_unavailable";
+    return unavailable && entry.unavailable < RUN_UNAVAILABLE_RETRIES;
   }
 
   /**

@@ -1,6 +1,6 @@
 /** A small typed event emitter: `on(type, handler)` returns the function that removes it. */
 
-type Handler<E> = (event: E) => void;
+type Handler<E> = (event: E) => unknown;
 
 export class Emitter<Events extends object> {
   private readonly handlers = new Map<keyof Events, Set<Handler<never>>>();
@@ -19,15 +19,20 @@ export class Emitter<Events extends object> {
     this.handlers.get(type)?.delete(handler);
   }
 
-  /** Calls every handler of `type`; a handler that throws does not stop the others or the client. */
-  emit<K extends keyof Events>(type: K, event: Events[K]): void {
-    const set = this.handlers.get(type);
-    if (set === undefined) {
-      return;
-    }
-    for (const handler of [...set]) {
+  /** Whether `type` has a handler. */
+  listens(type: keyof Events): boolean {
+    return (this.handlers.get(type)?.size ?? 0) > 0;
+  }
+
+  /**
+   * Calls every handler of `type`; a handler that throws does not stop the others or the
+   * client. Returns what the handlers returned (their promises, for those that wait).
+   */
+  emit<K extends keyof Events>(type: K, event: Events[K]): unknown[] {
+    const results: unknown[] = [];
+    for (const handler of [...(this.handlers.get(type) ?? [])]) {
       try {
-        (handler as Handler<Events[K]>)(event);
+        results.push((handler as Handler<Events[K]>)(event));
       } catch (error) {
         // Rethrown outside the client's own stack, where the host reports it.
         queueMicrotask(() => {
@@ -35,5 +40,6 @@ export class Emitter<Events extends object> {
         });
       }
     }
+    return results;
   }
 }

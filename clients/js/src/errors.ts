@@ -33,6 +33,8 @@
  * │   ├── TooManySubscriptions    too_many_subscriptions
  * │   ├── RunUnavailable          run_unavailable (the gateway running the run did not answer;
  * │   │                           commands safe to repeat are sent again first)
+ * │   ├── MailboxUnavailable      mailbox_unavailable (with Redis, the mailbox did not answer;
+ * │   │                           the client's own `ack_mail` is sent again first)
  * │   ├── Unauthorized            unauthorized (also: a token that is not a JWT, terminal)
  * │   ├── Forbidden               forbidden
  * │   └── InternalServerError     internal_error
@@ -243,6 +245,13 @@ export class Forbidden extends ServerError {}
  * it at once: send it again if the run should still end.
  */
 export class RunUnavailable extends ServerError {}
+/**
+ * With Redis, the user's mailbox could not be reached in time (an `ack_mail`). The client
+ * sends its own `ack_mail` again, the same frame, after `retryAfter`, and once more after
+ * the next reconnect; nothing is lost meanwhile: mail not acknowledged is only delivered
+ * again (and the client skips the repeats).
+ */
+export class MailboxUnavailable extends ServerError {}
 /** A bug on the server; the command may be retried. */
 export class InternalServerError extends ServerError {}
 
@@ -268,6 +277,7 @@ const BY_CODE: Partial<Record<ErrorCode, typeof ServerError>> = {
   too_many_runs: TooManyRuns,
   too_many_subscriptions: TooManySubscriptions,
   run_unavailable: RunUnavailable,
+  mailbox_unavailable: MailboxUnavailable,
   unauthorized: Unauthorized,
   forbidden: Forbidden,
   internal_error: InternalServerError,

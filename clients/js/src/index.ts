@@ -21,6 +21,7 @@ export {
   type ClientOptions,
   type ConnectionState,
   GraphwireClient,
+  MAIL_ACK_DELAY_MS,
   type ParamsOf,
   type ResultOf,
   type StartOptions,
@@ -56,6 +57,7 @@ export {
   InternalServerError,
   InvalidFrame,
   InvalidParams,
+  MailboxUnavailable,
   RateLimited,
   RunError,
   RunFinished,
@@ -75,6 +77,7 @@ export {
   workflowFailedError,
 } from "./errors.js";
 export { type FrameValidator, decodeFrame } from "./frames.js";
+export { MailboxState } from "./mail.js";
 export * from "./generated/index.js";
 export * as messages from "./generated/index.js";
 export type {

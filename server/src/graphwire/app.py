@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,9 @@ from graphwire._direct import direct_text_writer
 from graphwire._generated.messages import CloseCode, Connected, ErrorCode
 from graphwire.auth import SUBPROTOCOL, Authenticator, Principal, TokenRefused, origin_allowed, presented_token
 from graphwire.broker import Broker, create_broker
-from graphwire.connections import Connection, ConnectionManager, Reach
+from graphwire.connections import Connection, ConnectionManager, Reach, alert_frame
+from graphwire.mailbox import MAIL, MailboxUnavailable
+from graphwire.post_office import PostOffice
 from graphwire.protocol import (
     CHAT_MESSAGES,
     MAX_NESTING,
@@ -49,6 +52,8 @@ from graphwire.workflows import register_builtin_workflows
 __all__ = ["Gateway", "GatewayApp", "create_app"]
 
 log = logging.getLogger("graphwire.app")
+# A client id the gateway gave (`cl_` and 16 hex digits): the only kind a client may take over.
+CLIENT_ID = re.compile(r"cl_[0-9a-f]{16}")
 
 SPEC_YAML = resources.files("graphwire._generated").joinpath("asyncapi.yaml").read_text(encoding="utf-8")
 # Build outputs of clients/js (`make setup`): the browser demo and the rendered AsyncAPI docs.
@@ -80,7 +85,10 @@ class Gateway:
         self.runs = RunManager(settings, self.connections.flusher, self.broker, registry)
         # With redis_url, the per-user limits are counted in Redis, shared by all gateways.
         self.limits = CommandLimits(settings)
-        self.router = Router(registry, self.runs, self.connections, self.auth, self.limits)
+        # The offline mailbox: in memory, or in Redis with redis_url (graphwire.post_office).
+        self.post = PostOffice(settings, self.broker)
+        self.runs.post = self.post
+        self.router = Router(registry, self.runs, self.connections, self.auth, self.limits, self.post)
 
     async def serve(self, ws: WebSocket, table: dict[str, type[BaseModel]], send: Send) -> None:
         """Read frames until the client leaves; bad input gets ``error``, never a close.
@@ -110,8 +118,11 @@ class Gateway:
         query = parse_qs(ws.scope.get("query_string", b"").decode("latin-1"))
         # Batching is negotiated: only a client that asks (the SDKs do) may get `batch` frames.
         batching = query.get("batch", ["0"])[-1].lower() in ("1", "true", "yes")
+        # A client takes an earlier client id over (and, without auth, its mailbox).
+        wanted = query.get("client_id", [""])[-1]
+        resumed = CLIENT_ID.fullmatch(wanted) is not None and wanted not in self.connections.connections
         conn = Connection(
-            client_id=f"cl_{uuid.uuid4().hex[:16]}",
+            client_id=wanted if resumed else f"cl_{uuid.uuid4().hex[:16]}",
             send_text=_text_sender(send),
             write_now=direct_text_writer(send),
             close_socket=lambda code, reason: ws.close(code, reason),
@@ -130,11 +141,13 @@ class Gateway:
                     protocol_version=settings.protocol_version,
                     max_message_size=settings.max_message_size,
                     heartbeat_interval=settings.ping_interval,
+                    resumed=True if resumed else None,
                     user=principal.sub if principal is not None else None,
                     expires_at=datetime.fromtimestamp(principal.expires_at, UTC) if principal is not None else None,
                 )
             )
         )
+        self.post.arrived(conn)  # what waits in the mailbox follows `connected`
         try:
             while not conn.closed:
                 message = await ws.receive()
@@ -183,6 +196,7 @@ class Gateway:
                 run = self.runs.runs.get(workflow_id)
                 if run is not None:
                     self.runs.detach(conn, run)
+            await self.post.departed(conn)
             await self.connections.remove(conn)
 
     def admit(self, scope: Scope, offered: list[str], chat: bool) -> tuple[Principal | None, TokenRefused | None]:
@@ -215,6 +229,8 @@ class Gateway:
             self.runs.deliver_gateway_frame(frame)
         elif channel == RUNS:
             self.runs.orphans_released()
+        elif channel == MAIL:
+            self.post.deliver_remote(frame)
         else:
             self.connections.deliver_remote(channel, frame)
 
@@ -280,6 +296,29 @@ class BroadcastRequest(BaseModel):
     level: str = Field(default="info", pattern="^(info|warning|critical)$")
 
 
+class SendRequest(BaseModel):
+    """Body of ``POST /api/send``: a ``direct_message`` to one user, through their mailbox."""
+
+    user: str = Field(
+        min_length=1, max_length=256, description="The token's `sub` with auth on; else a client id (`cl_…`)."
+    )
+    message: dict[str, Any] = Field(description="The `data` of the `direct_message`.")
+
+    @field_validator("message")
+    @classmethod
+    def _not_too_deep(cls, data: dict[str, Any]) -> dict[str, Any]:
+        if nests_deeper(data, MAX_NESTING - 3):
+            raise ValueError(f"message nests deeper than {MAX_NESTING - 3} levels")
+        return data
+
+
+class Sent(BaseModel):
+    """A direct message kept in the user's mailbox."""
+
+    mail_seq: int = Field(description="Its `mail_seq` in the user's mailbox.")
+    delivered: int = Field(description="Connections of the user on this gateway that got it at once.")
+
+
 class PublishRequest(BaseModel):
     """Body of ``POST /api/publish``: a ``topic_message`` to a topic's subscribers."""
 
@@ -313,6 +352,11 @@ class Delivered(BaseModel):
         description="With Redis (GRAPHWIRE_REDIS_URL): how many other gateways received it to fan out to "
         "their own members (those watching the group or topic). Absent on a single gateway.",
     )
+    kept: int | None = Field(
+        default=None,
+        description="Broadcasts only: members away (no connection open) who find it in their offline mailbox; "
+        "absent when none was away.",
+    )
 
 
 class Undelivered(BaseModel):
@@ -327,6 +371,11 @@ CLUSTER_DOWN: dict[int | str, dict[str, Any]] = {
         "model": Undelivered,
         "description": "With Redis: Redis did not take the message within GRAPHWIRE_REDIS_TIMEOUT, so only this "
         "gateway's members (`delivered`) got it. A retry may repeat it for them.",
+    }
+}
+MAILBOX_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "With Redis: the mailbox could not be reached within GRAPHWIRE_REDIS_TIMEOUT; nothing was kept."
     }
 }
 
@@ -360,6 +409,7 @@ def create_app(
         watchdog.start()
         # The broker (Redis) before the first socket; closed last, once uvicorn closed them all.
         await gateway.broker.start(gateway.deliver_remote, gateway.runs.watching)
+        await gateway.post.start()
         orphans = asyncio.create_task(gateway.runs.orphan_loop())
         try:
             yield
@@ -370,6 +420,7 @@ def create_app(
                 await gateway.runs.shutdown()
             finally:
                 try:
+                    await gateway.post.close()
                     await gateway.broker.close()
                 finally:
                     await gateway.limits.close()  # the rate limits' Redis connections; never raises
@@ -472,8 +523,38 @@ def create_app(
         response_model_exclude_none=True,
     )
     async def broadcast(body: BroadcastRequest) -> Delivered | JSONResponse:
-        """``manager.broadcast_to_group`` over HTTP, for back-ends that alert a group, on every gateway."""
-        return answer(await gateway.connections.broadcast_to_group_everywhere(body.group, body.message, body.level))
+        """``manager.broadcast_to_group`` over HTTP, for back-ends that alert a group, on every gateway.
+
+        Members who are away (no connection open anywhere) find it in their mailbox (``kept``).
+        """
+        frame = alert_frame(body.group, body.message, body.level)
+        reach = await gateway.connections.broadcast_to_group_everywhere(body.group, frame)
+        kept = await gateway.post.alert(body.group, frame)
+        response = answer(reach)
+        if isinstance(response, Delivered) and kept:
+            response.kept = kept
+        return response
+
+    @app.post(
+        "/api/send",
+        responses={**OPERATOR, **MAILBOX_DOWN},
+        openapi_extra=operator_security,
+        response_model=Sent,
+    )
+    async def send(body: SendRequest, request: docs_page.Request) -> Sent | JSONResponse:
+        """A ``direct_message`` to one user: kept in their mailbox until they acknowledge it.
+
+        A user who is connected gets it at once as ``mail``, on every gateway; one who is
+        away, on their next connection.
+        """
+        principal = caller(request)
+        if principal is not None and not principal.may("admin"):
+            raise HTTPException(403, "this needs the scope admin")
+        try:
+            letter, delivered = await gateway.post.send(body.user, body.message, principal.sub if principal else None)
+        except MailboxUnavailable as exc:
+            return JSONResponse({"detail": f"the mailbox is out of reach: {exc}"}, status_code=503)
+        return Sent(mail_seq=letter.mail_seq, delivered=delivered)
 
     @app.post(
         "/api/publish",

@@ -43,6 +43,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from graphwire.mailbox import MAIL, Mailbox, RedisMailbox
 from graphwire.run_store import GATEWAY, RUNS, RedisRunStore, RunStore
 from graphwire.settings import Settings
 from graphwire.tasks import cancelled, stop
@@ -111,6 +112,11 @@ class Broker(Protocol):
         ...
 
     @property
+    def mailbox(self) -> Mailbox | None:
+        """Mailboxes in Redis; ``None`` when this gateway keeps its own in memory."""
+        ...
+
+    @property
     def connected(self) -> bool:
         """Whether the deployment is reachable now (always, for the local broker)."""
         ...
@@ -148,6 +154,7 @@ class LocalBroker:
 
     shared = False
     runs: RunStore | None = None
+    mailbox: Mailbox | None = None  # the gateway keeps its own (graphwire.mailbox.LocalMailbox)
 
     def __init__(self) -> None:
         self.gateway_id = "local"
@@ -185,6 +192,8 @@ def create_broker(settings: Settings) -> Broker:
         run_log_max_events=settings.run_log_max_events,
         run_retention=settings.run_retention_seconds,
         run_lease_seconds=settings.run_lease_seconds,
+        mailbox_max_messages=settings.mailbox_max_messages,
+        mailbox_ttl=settings.mailbox_ttl_seconds,
     )
 
 
@@ -232,6 +241,8 @@ class RedisBroker:
         run_log_max_events: int = 100_000,
         run_retention: float = 3600.0,
         run_lease_seconds: float = 5.0,
+        mailbox_max_messages: int = 100,
+        mailbox_ttl: float = 86_400.0,
     ) -> None:
         self.url = url
         self.where = redacted(url)
@@ -277,10 +288,18 @@ class RedisBroker:
             command_timeout=2 * timeout + 2 * BACKOFF_CAP,
             lease_seconds=run_lease_seconds,
         )
+        # A gateway's presence lives as long as a run lease would without a heartbeat.
+        self._mailbox = RedisMailbox(
+            self._pub, self.gateway_id, timeout, mailbox_max_messages, mailbox_ttl, run_lease_seconds
+        )
 
     @property
     def runs(self) -> RunStore | None:
         return self._runs
+
+    @property
+    def mailbox(self) -> Mailbox | None:
+        return self._mailbox
 
     def _pub(self) -> aioredis.Redis:
         assert self._client is not None, "the broker is not started"
@@ -301,12 +320,14 @@ class RedisBroker:
         self._on_watching = on_watching
         self._wanted.add(self.inbox_channel)
         self._wanted.add(RUNS)  # "released": runs handed over by a gateway that stops
+        self._wanted.add(MAIL)  # direct mail for users connected here
         # Two clients, named for CLIENT LIST: the pub/sub connection, and the publishers' pool.
         self._sub_client = self._connect("sub")
         self._client = self._connect("pub")
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._subscriber()), loop.create_task(self._publisher())]
         self._runs.start()
+        await self._mailbox.start()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.timeout):
                 await self._up.wait()
@@ -324,6 +345,7 @@ class RedisBroker:
 
     async def close(self) -> None:
         await self._runs.close()
+        await self._mailbox.close()
         if self._connected and not self._drained.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.timeout):

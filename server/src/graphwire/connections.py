@@ -349,7 +349,7 @@ def ensure_room(conn: Connection, adding: int, reply_to: str | None) -> None:
         )
 
 
-def _alert(group: str, message: str, level: str) -> str:
+def alert_frame(group: str, message: str, level: str) -> str:
     return encode(SystemAlert(type="system_alert", group=group, message=message, level=level, timestamp=now()))
 
 
@@ -431,15 +431,16 @@ class ConnectionManager:
         through the broker, in order, without waiting (``broadcast_to_group_everywhere``
         waits and counts them).
         """
-        return self._send(self.groups.get(group, ()), GROUP + group, lambda: _alert(group, message, level))
+        return self._send(self.groups.get(group, ()), GROUP + group, lambda: alert_frame(group, message, level))
 
     def publish(self, topic: str, data: dict[str, Any]) -> int:
         """Send ``topic_message`` to the subscribers of ``topic`` on every gateway; as ``broadcast_to_group``."""
         return self._send(self.topics.get(topic, ()), TOPIC + topic, lambda: _topic_message(topic, data))
 
-    async def broadcast_to_group_everywhere(self, group: str, message: str, level: str = "info") -> Reach:
-        """``broadcast_to_group``, waiting (at most the broker's timeout) to count the other gateways."""
-        return await self._everywhere(self.groups.get(group, ()), GROUP + group, _alert(group, message, level))
+    async def broadcast_to_group_everywhere(self, group: str, frame: str) -> Reach:
+        """``broadcast_to_group`` of a built ``frame`` (``alert_frame``), waiting (at most the
+        broker's timeout) to count the other gateways."""
+        return await self._everywhere(self.groups.get(group, ()), GROUP + group, frame)
 
     async def publish_everywhere(self, topic: str, data: dict[str, Any]) -> Reach:
         """``publish``, waiting (at most the broker's timeout) to count the other gateways."""

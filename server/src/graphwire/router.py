@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from graphwire._generated.messages import (
     Ack,
+    AckMail,
     CancelWorkflow,
     ChatMessage,
     ErrorCode,
@@ -36,6 +37,8 @@ from graphwire._generated.messages import (
 )
 from graphwire.auth import Authenticator, TokenRefused
 from graphwire.connections import Connection, ConnectionManager, Ready, ensure_room
+from graphwire.mailbox import MailboxUnavailable
+from graphwire.post_office import PostOffice
 from graphwire.protocol import ProtocolError, encode, error_frame, now
 from graphwire.rate_limits import ABUSE, CommandLimits
 from graphwire.registry import WorkflowRegistry
@@ -56,7 +59,9 @@ class Router:
         connections: ConnectionManager,
         auth: Authenticator | None = None,
         limits: CommandLimits | None = None,
+        post: PostOffice | None = None,
     ) -> None:
+        self.post = post
         self.registry = registry
         self.runs = runs
         self.connections = connections
@@ -141,16 +146,39 @@ class Router:
             if message.group not in conn.groups:
                 ensure_room(conn, 1, message.id)
             ready = self.connections.join_group(conn, message.group)
+            if self.post is not None:
+                self.post.joined(conn, message.group)  # its alerts wait for this user while away
             _reply_when(conn, [ready], lambda: self._ack(conn, message.id, "join_group"))
         elif isinstance(message, LeaveGroup):
             self.connections.leave_group(conn, message.group)
+            if self.post is not None:
+                self.post.left(conn, message.group)
             self._ack(conn, message.id, "leave_group")
+        elif isinstance(message, AckMail):
+            if self.post is None or self.post.ack_at_once(conn, message.up_to):
+                self._ack(conn, message.id, "ack_mail")  # in memory: answered in order, like ping
+            else:
+                self._later(conn, message.id, self._ack_mail(conn, message))
         elif isinstance(message, RefreshToken):
             self.refresh_token(conn, message)
         elif isinstance(message, ChatMessage):
             self._start(conn, "chat", {"message": message.content}, message.id, None)
         else:  # pragma: no cover - the parse tables only hold the types above
             raise ProtocolError(ErrorCode.unknown_type, f"unhandled message {type(message).__name__}")
+
+    async def _ack_mail(self, conn: Connection, message: AckMail) -> None:
+        if self.post is not None:
+            try:
+                await self.post.ack(conn, message.up_to)
+            except MailboxUnavailable as exc:
+                raise ProtocolError(
+                    ErrorCode.mailbox_unavailable,
+                    f"the mailbox is out of reach ({exc}); send it again",
+                    None,
+                    message.id,
+                ) from exc
+        if not conn.closed:
+            self._ack(conn, message.id, "ack_mail")
 
     def _elsewhere(self, workflow_id: str) -> bool:
         """With Redis: the run is not one this gateway runs (another gateway's, or unknown here)."""

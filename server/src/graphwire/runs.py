@@ -60,6 +60,7 @@ from graphwire.broker import Broker, LocalBroker
 from graphwire.connections import Connection, Flusher, ensure_room
 from graphwire.graph import AsyncGraph, InputTimeout, use_run_context
 from graphwire.graph.persistence import Checkpoint, run_checkpointed
+from graphwire.post_office import PostOffice
 from graphwire.protocol import ProtocolError, encode, explicit_null, now
 from graphwire.registry import ParamsError, WorkflowDefinition, WorkflowRegistry
 from graphwire.run_store import GATEWAY, RUN, RunRecord, RunStore, new_epoch
@@ -185,6 +186,10 @@ class Run:
     checkpoint_version: int = 0
     carried: dict[str, PendingRequest] = field(default_factory=dict)
     moved: bool = False
+    # Whose offline mailbox gets the run's input requests while they are away: the owner
+    # (with auth on), else the starter's client id; and how they reach it (frame, request_id).
+    mail_to: str | None = None
+    on_input: Callable[[str, str], None] | None = None
 
     @property
     def finished(self) -> bool:
@@ -390,7 +395,7 @@ class GatewayRunContext:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         # Logged first (it may raise EventTooLarge, leaving nothing open); nothing awaits
         # between the two steps, so no answer can come before the request is pending.
-        run.append(
+        frame = run.append(
             InputRequest,
             node_id=node_id,
             request_id=request_id,
@@ -398,6 +403,8 @@ class GatewayRunContext:
             options=options,
             expires_at=expires_at,
         )
+        if run.on_input is not None:
+            run.on_input(frame, request_id)  # kept in the mailbox if its user is away
         request = PendingRequest(request_id, node_id, prompt, options, expires_at, future)
         run.pending[request_id] = request
         self._opened[request_id] = request
@@ -498,6 +505,7 @@ class RunManager:
         self.store: RunStore | None = self.broker.runs
         # Where a run taken over from another gateway finds its workflow.
         self.registry = registry
+        self.post: PostOffice | None = None  # the offline mailbox, set by the gateway
         self._orphans_woken = asyncio.Event()
         if self.store is not None:
             self.store.on_fenced = self._taken_from_us
@@ -688,10 +696,13 @@ class RunManager:
             workflow_id or f"run_{uuid.uuid4().hex}", definition.name, self.settings, self.flusher, starter, owner
         )
         run.store = self.store
+        run.mail_to = owner if owner is not None else (starter.client_id if starter is not None else None)
+        self._address(run)
         if self.store is not None:
             self.store.hold(run)
             # Until its first node boundary, a run taken over starts again from its params.
-            run.checkpoint = orjson.dumps({"seq": 1, "params": validated, "checkpoint": None}).decode()
+            saved = {"seq": 1, "params": validated, "checkpoint": None, "mail_to": run.mail_to}
+            run.checkpoint = orjson.dumps(saved).decode()
             run.checkpoint_version = 1
         self.runs[run.workflow_id] = run
         if key is not None:
@@ -707,6 +718,11 @@ class RunManager:
             self.in_flight_by_user[owner] = self.in_flight_by_user.get(owner, 0) + 1
         run.task = asyncio.get_running_loop().create_task(self._drive(run, definition, validated))
         return run
+
+    def _address(self, run: Run) -> None:
+        post, user = self.post, run.mail_to
+        if post is not None and user is not None:
+            run.on_input = lambda frame, request_id: post.input_requested(user, frame, request_id)
 
     def _ensure_room(self, starter: Connection | None, owner: str | None, reply_to: str | None) -> None:
         """Refuse a new run over ``max_runs_in_flight``, ``max_runs_per_connection`` or the
@@ -1261,7 +1277,8 @@ class RunManager:
                 log.warning("run %s cannot be checkpointed (%s); it will not survive its gateway", run.workflow_id, exc)
             run.checkpoint = "-"
             return
-        run.checkpoint = orjson.dumps({"seq": run.last_seq, "params": params, "checkpoint": body}).decode()
+        saved = {"seq": run.last_seq, "params": params, "checkpoint": body, "mail_to": run.mail_to}
+        run.checkpoint = orjson.dumps(saved).decode()
         run.checkpoint_version += 1
         if not await self.store.flush(run, self.settings.redis_timeout):
             log.warning("run %s: Redis did not take its checkpoint in time; going on", run.workflow_id)
@@ -1325,6 +1342,8 @@ class RunManager:
                 self._fail(run, ErrorCode.gateway_shutdown, f"the run's gateway went away and {why}; start it again")
             return False
         checkpoint = Checkpoint.from_json(saved["checkpoint"]) if saved.get("checkpoint") else None
+        run.mail_to = saved.get("mail_to") or run.owner
+        self._address(run)
         where = checkpoint.node_id if checkpoint is not None else "the start"
         log.info("run %s: taken over from its gateway; resuming at %s", workflow_id, where)
         run.append(RunResumed, from_seq=max(1, int(saved["seq"])))

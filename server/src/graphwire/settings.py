@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     # With Redis: how long a gateway's hold on a run lasts without a heartbeat (renewed every
     # third of it). A gateway that dies leaves its runs to the others after at most this.
     run_lease_seconds: float = Field(default=5.0, ge=0.5, le=300)
+    # The offline mailbox: messages for a user kept while none of their connections is open
+    # (group alerts, input requests of their runs, POST /api/send), at most this many each,
+    # each for at most this long. In memory for one gateway, in Redis with redis_url.
+    mailbox_max_messages: int = Field(default=100, ge=1, le=10_000)
+    mailbox_ttl_seconds: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
 
 
 class SettingsProblem(ValueError):

@@ -17,6 +17,7 @@ from graphwire_client._generated.commands import Commands
 from graphwire_client._generated.events import RunEvent, ServerEvent
 from graphwire_client._generated.typed_workflows import *  # noqa: F403 - the generated per-workflow names
 from graphwire_client._generated.typed_workflows import __all__ as _typed_all
+from graphwire_client._mail import Mailbox
 from graphwire_client._run import Run
 from graphwire_client._state import ConnectionState, StateChange
 from graphwire_client._subscription import Subscription
@@ -38,6 +39,7 @@ from graphwire_client.exceptions import (
     InputRejected,
     InternalServerError,
     InvalidParams,
+    MailboxUnavailable,
     RateLimited,
     RunError,
     RunFinished,
@@ -82,6 +84,8 @@ __all__ = [
     "InputRejected",
     "InternalServerError",
     "InvalidParams",
+    "Mailbox",
+    "MailboxUnavailable",
     "RateLimited",
     "ReconnectPolicy",
     "Run",

@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -24,13 +26,14 @@ from pydantic import BaseModel
 
 from graphwire_client._auth import TokenProvider, call_provider, keep_fresh
 from graphwire_client._backoff import ReconnectPolicy
-from graphwire_client._core import ClientCore, PendingCommand, Received, RunState
+from graphwire_client._core import ClientCore, Delivery, PendingCommand, Received, RunState
 from graphwire_client._generated.commands import Commands
-from graphwire_client._generated.events import SERVER_EVENT_TYPES, EventHandlers, ServerEvent, Unregister
+from graphwire_client._generated.events import SERVER_EVENT_TYPES, EventHandlers, Unregister
 from graphwire_client._generated.messages import (
     Ack,
     CloseCode,
     Connected,
+    Mail,
     RefreshToken,
     StartWorkflow,
     Subscribe,
@@ -41,6 +44,7 @@ from graphwire_client._generated.messages import (
 )
 from graphwire_client._generated.typed_workflows import TypedStartWorkflow, Workflows
 from graphwire_client._handlers import Handler, HandlerRunner
+from graphwire_client._mail import Mailbox, MailClaim
 from graphwire_client._run import Run
 from graphwire_client._state import ConnectionState, StateChange
 from graphwire_client._subscription import Subscription
@@ -68,6 +72,14 @@ _NO_RETRY = frozenset(
 # A rate-limited retry waits retry_after plus up to this fraction of it, so that the
 # clients refused together do not come back together.
 _RETRY_JITTER = 0.2
+# The workflow channel's ``client_id`` query parameter (spec: channels.workflow.bindings.ws.query).
+_CLIENT_ID = re.compile(r"cl_[0-9a-f]{16}")
+# Mail handed out within this many seconds is acknowledged with one ``ack_mail``.
+MAIL_ACK_DELAY = 0.05
+# How long close() waits for the answer to its last ``ack_mail``.
+_CLOSE_ACK_TIMEOUT = 2.0
+# Mail kept, unacknowledged, while no on("mail") handler and no client.mail() takes it.
+_MAIL_BACKLOG = 1000
 
 R = TypeVar("R")
 ReplyT = TypeVar("ReplyT", bound=BaseModel)
@@ -119,6 +131,16 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
     arrives; an ``async def`` one is awaited on the client's handler task, one at a time
     in event order, and ``await run.result()`` returns only once the handlers of every
     event of the run have finished.
+
+    The offline mailbox: ``mail`` (alerts of joined groups and input requests kept while
+    the user was away, and operators' ``direct_message``s) comes through
+    ``client.mail()`` or ``on("mail", handler)``, each ``mail_seq`` once per client
+    object. The client acknowledges it (``ack_mail``) once handed to the application: an
+    ``on("mail")`` handler returned (an ``async def`` one finished), and every open
+    ``client.mail()`` iterator yielded it; without either it waits, unacknowledged, for
+    the first ``client.mail()``. Every reconnect asks for the first connection's client
+    id back (``?client_id=``), which owns the mailbox when auth is off; pass
+    ``client_id`` (``client.client_id`` of an earlier run) to reclaim it after a restart.
     """
 
     def __init__(
@@ -133,7 +155,10 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         headers: Mapping[str, str] | None = None,
         transport: Transport | None = None,
         rand: Callable[[], float] = random.random,
+        client_id: str | None = None,
     ) -> None:
+        if client_id is not None and not _CLIENT_ID.fullmatch(client_id):
+            raise ValueError(f"client_id {client_id!r} is not a graphwire client id (cl_ and 16 hex digits)")
         self.url = url
         self._connect_url = _with_query(url, batch="1" if batch else "0")
         if token is not None and get_token is not None:
@@ -145,7 +170,7 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         self._open_timeout = open_timeout
         self._transport: Transport = transport or WebSocketTransport()
         self._rand = rand
-        self._core = ClientCore()
+        self._core = ClientCore(client_id)
         self.commands = Commands(self._send_command)
         """Every command of the spec as a typed method returning the server's direct answer."""
         self.workflows = Workflows(self)
@@ -157,6 +182,9 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         self._wakers: weakref.WeakKeyDictionary[RunState, asyncio.Event] = weakref.WeakKeyDictionary()
         self._topic_subs: dict[str, list[Subscription[TopicMessage]]] = {}
         self._group_subs: dict[str, list[Subscription[SystemAlert]]] = {}
+        self._mailboxes: list[Mailbox] = []
+        self._mail_backlog: deque[MailClaim] = deque()
+        self._ack_task: asyncio.Task[None] | None = None
         self._socket: Socket | None = None
         self._send_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -179,7 +207,12 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
 
     @property
     def client_id(self) -> str | None:
-        """The id the server gave this connection (a new one after each reconnect)."""
+        """The id the server gave this connection (``None`` while offline).
+
+        Every reconnect asks for the first one back (or for the ``client_id`` passed in),
+        so it stays the same unless the server gave a new one (the old connection was
+        still open there).
+        """
         hello = self._core.connected
         return hello.client_id if hello is not None else None
 
@@ -218,7 +251,10 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         """Close the connection; pending commands and open runs raise ``ClientClosed``."""
         if self._closed:
             return
+        await self._ack_mail_before_close()
         self._closed = True
+        if self._ack_task is not None:
+            self._ack_task.cancel()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -231,6 +267,7 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         for sub in self._subscriptions():
             sub._closed = True
             sub._wakeup.set()
+        self._end_mail()
         self._set_state(ConnectionState.disconnected)
         await self._runner.close()  # a handler may be the one closing the client: it is not waited for
 
@@ -321,6 +358,23 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
             raise
         return sub
 
+    def mail(self, *, buffer: int = 1000) -> Mailbox:
+        """The user's mailbox: ``async for mail in client.mail()`` yields each ``Mail``, in ``mail_seq`` order.
+
+        ``mail.message`` is a ``SystemAlert``, an ``InputRequest`` or a ``DirectMessage``
+        (tell them apart by ``mail.message.type``). Taking a mail from the iterator
+        acknowledges it; the first ``client.mail()`` also gets the mail that arrived
+        before it. ``await mailbox.close()`` stops it.
+        """
+        mailbox = Mailbox(self._close_mailbox, buffer)
+        if self._closed or self._terminal is not None:
+            mailbox._end(self._terminal)
+            return mailbox
+        while self._mail_backlog:
+            mailbox._push(self._mail_backlog.popleft(), held=True)
+        self._mailboxes.append(mailbox)
+        return mailbox
+
     async def ping(self) -> float:
         """Round trip to the server and back (``ping`` → ``pong``), in seconds."""
         loop = asyncio.get_running_loop()
@@ -361,6 +415,88 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         if orphaned and self._usable():
             await self.commands.leave_group(orphaned[0])
 
+    # --- mail --------------------------------------------------------------------------
+
+    def _deliver_mail(self, delivery: Delivery) -> None:
+        """Hand a ``mail`` to the ``on("mail")`` handlers and the mailboxes (else keep it); acknowledge it after."""
+        mail = delivery.message
+        assert isinstance(mail, Mail)
+        box, generation = delivery.mailbox, delivery.mail_generation
+
+        def handled(_claim: MailClaim) -> None:
+            if box is not None:
+                box.handed_out(mail.mail_seq, generation)
+                self._schedule_mail_ack()
+
+        claim = MailClaim(mail, handled)
+        claim.hold()  # until every consumer below has it
+        handlers = bool(self._handlers.get("mail"))
+        if handlers:
+            self._emit("mail", mail)
+            claim.hold()
+            self._runner.then(claim.release)  # once the async handlers finished too
+        for mailbox in self._mailboxes:
+            mailbox._push(claim)
+        if not handlers and not self._mailboxes:
+            claim.hold()
+            self._keep_mail(claim)
+        self._emit("*", mail)
+        claim.release()
+
+    def _keep_mail(self, claim: MailClaim) -> None:
+        """Keep a held mail for the next ``client.mail()``; beyond the bound the oldest is let go of."""
+        self._mail_backlog.append(claim)
+        if len(self._mail_backlog) > _MAIL_BACKLOG:
+            self._mail_backlog.popleft().release()
+
+    def _close_mailbox(self, mailbox: Mailbox, unread: list[MailClaim]) -> None:
+        if mailbox in self._mailboxes:
+            self._mailboxes.remove(mailbox)
+        for claim in unread:
+            if self._mailboxes:
+                claim.release()  # the other mailboxes have it
+            else:
+                self._keep_mail(claim)
+
+    def _end_mail(self, error: GraphwireError | None = None) -> None:
+        """The client is done: the mailboxes end; what they did not yield stays unacknowledged."""
+        for mailbox in self._mailboxes:
+            mailbox._end(error)
+        self._mailboxes.clear()
+        self._mail_backlog.clear()
+
+    def _schedule_mail_ack(self) -> None:
+        if self._ack_task is None and self._usable():
+            self._ack_task = asyncio.create_task(self._send_mail_ack(), name=f"graphwire-client ack_mail {self.url}")
+
+    async def _send_mail_ack(self) -> None:
+        try:
+            await asyncio.sleep(MAIL_ACK_DELAY)  # what the application handles meanwhile goes in the same ack
+        finally:
+            self._ack_task = None
+        if self._core.queue_mail_ack() is not None:
+            await self._flush()
+
+    async def _ack_mail_before_close(self) -> None:
+        """Tell the server, before closing, what mail the application handled (best effort)."""
+        box = self._core.mailbox
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError, GraphwireError):
+            async with asyncio.timeout(_CLOSE_ACK_TIMEOUT):
+                while box is not None and self._socket is not None and self._terminal is None:
+                    ack_id = box.acking
+                    if ack_id is None:
+                        queued = self._core.queue_mail_ack()
+                        if queued is None:
+                            return
+                        ack_id = queued.id
+                    future = self._futures.setdefault(ack_id, loop.create_future())
+                    try:
+                        await self._flush()
+                        await future
+                    finally:
+                        self._futures.pop(ack_id, None)
+
     # --- events ------------------------------------------------------------------------
 
     def _add_handler(self, event: str, handler: Handler) -> Unregister:
@@ -390,7 +526,11 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         self._state = new
         self._emit("state", StateChange(old, new, attempt, error))
 
-    def _deliver(self, message: ServerEvent) -> None:
+    def _deliver(self, delivery: Delivery) -> None:
+        message = delivery.message
+        if isinstance(message, Mail):
+            self._deliver_mail(delivery)
+            return
         if isinstance(message, TopicMessage):
             for topic_sub in list(self._topic_subs.get(message.topic, ())):
                 topic_sub._push(message)
@@ -418,7 +558,7 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
             if waker is not None:
                 waker.set()
         for delivery in received.deliveries:
-            self._deliver(delivery.message)
+            self._deliver(delivery)
 
     async def _wait_run(self, state: RunState) -> None:
         waker = self._wakers.get(state)
@@ -533,7 +673,7 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
             try:
                 headers = await self._connect_headers()
                 socket = await self._transport.connect(
-                    self._connect_url, headers=headers, open_timeout=self._open_timeout
+                    self._attempt_url(), headers=headers, open_timeout=self._open_timeout
                 )
                 try:
                     # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel (close())
@@ -566,6 +706,11 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
                     lost = ConnectionLost(f"could not connect to {self.url} after {failures} attempts", failures)
                     self._give_up(lost, error)
                     return
+
+    def _attempt_url(self) -> str:
+        """The URL of the next attempt: asking for the client id to take over, once there is one."""
+        client_id = self._core.resume_client_id
+        return self._connect_url if client_id is None else _with_query(self._connect_url, client_id=client_id)
 
     async def _greeting(self, socket: Socket) -> Connected:
         while True:
@@ -608,6 +753,7 @@ class GraphwireClient(EventHandlers, TypedStartWorkflow):
         self._dispatch(self._core.fail_all(error))
         for sub in self._subscriptions():
             sub._fail(error)
+        self._end_mail(error)
         self._set_state(ConnectionState.disconnected, error=error)
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(error)

@@ -32,7 +32,16 @@ outgoing commands on the wire; the tests drive it directly. It does
 - **closed requests**: ``input_closed`` drops the request from the run's open inputs, and
   a ``node_input`` to it that still waits (queued, held, or unacknowledged, across a
   reconnect too) is settled with ``InputClosed`` at once: the gateway closes only
-  requests no answer was applied to, so it could only refuse it.
+  requests no answer was applied to, so it could only refuse it;
+- **the offline mailbox**: ``mail`` is tracked per mailbox (the ``connected`` frame's
+  ``user``, else its ``client_id``; ``MailboxState``): a ``mail_seq`` already received is
+  dropped (a reconnect re-delivers what the lost ack did not cover); once the client
+  reports a mail handed to the application (``MailboxState.handed_out``),
+  ``queue_mail_ack()`` queues one ``ack_mail`` up to the last one handled, at most one on
+  the wire (the next covers all handled meanwhile); one lost with the socket, or refused
+  with ``mailbox_unavailable`` past its retries, goes again after the next reconnect.
+  ``resume_client_id`` is the client id every connection after the first asks back
+  (``?client_id=``): the first one the server gave, or the caller's.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from pydantic import BaseModel, ValidationError
 from graphwire_client._generated.events import RUN_EVENT_TYPES, SERVER_EVENT_TYPES, RunEvent, ServerEvent
 from graphwire_client._generated.messages import (
     Ack,
+    AckMail,
     CancelWorkflow,
     Command,
     Connected,
@@ -61,6 +71,7 @@ from graphwire_client._generated.messages import (
     InputRequest,
     JoinGroup,
     LeaveGroup,
+    Mail,
     NodeInput,
     PendingInput,
     Ping,
@@ -76,6 +87,7 @@ from graphwire_client._generated.messages import (
     WorkflowFailed,
     WorkflowStarted,
 )
+from graphwire_client._mail import MailboxState
 from graphwire_client.exceptions import BadRequest, GraphwireError, RunLost, error_from_frame
 from graphwire_client.exceptions import InputClosed as InputClosedError
 
@@ -103,6 +115,11 @@ MAX_RATE_LIMIT_RETRIES = 3
 MAX_UNAVAILABLE_RETRIES = 3
 # Seconds to wait after a rate_limited or run_unavailable without a retry_after.
 DEFAULT_RETRY_AFTER = 1.0
+# Answers after which a repeatable command goes again, the same frame: the gateway (or the
+# Redis behind it) did not answer in time; the copy may have been applied, and counts once.
+_UNAVAILABLE = frozenset({ErrorCode.run_unavailable, ErrorCode.mailbox_unavailable})
+# Mailboxes remembered (a server that ignores ``?client_id=`` gives a new one each time).
+_MAILBOXES_KEPT = 8
 
 # The longest ``epoch`` a ``subscribe`` may carry (``components.schemas.Subscribe``).
 _EPOCH_MAX = 64
@@ -268,13 +285,14 @@ def repeatable(message: BaseModel) -> bool:
     or a ``run_unavailable`` one (it may have been: a repeat counts once).
 
     A start or an answer carries its ``idempotency_key`` (the core always sets one), so a
-    copy that lands twice counts once; subscribing, joining, leaving, pinging and
-    presenting a token twice change nothing. ``unsubscribe`` and ``cancel_workflow`` are
-    not repeated: one that landed late could undo what a later command did.
+    copy that lands twice counts once; subscribing, joining, leaving, pinging,
+    presenting a token and acknowledging mail twice change nothing. ``unsubscribe`` and
+    ``cancel_workflow`` are not repeated: one that landed late could undo what a later
+    command did.
     """
     if isinstance(message, StartWorkflow | NodeInput):
         return message.idempotency_key is not None
-    return isinstance(message, Subscribe | JoinGroup | LeaveGroup | Ping | RefreshToken)
+    return isinstance(message, Subscribe | JoinGroup | LeaveGroup | Ping | RefreshToken | AckMail)
 
 
 @dataclass
@@ -286,6 +304,10 @@ class Delivery:
     """The run this event was appended to."""
     reply: PendingCommand | None = None
     """The command this message answered."""
+    mailbox: MailboxState | None = None
+    """The mailbox a ``mail`` came from: report it handled with ``handed_out(mail_seq, mail_generation)``."""
+    mail_generation: int = 0
+    """The mailbox's ``generation`` when the ``mail`` was received."""
 
 
 @dataclass
@@ -306,8 +328,13 @@ class Received:
 class ClientCore:
     """Protocol state of one client across any number of connections."""
 
-    def __init__(self) -> None:
+    def __init__(self, client_id: str | None = None) -> None:
         self.connected: Connected | None = None
+        self.resume_client_id = client_id
+        """The client id to take over on every connection (``?client_id=``): the caller's, else the first one given."""
+        self.mailbox: MailboxState | None = None
+        """The current connection's mailbox."""
+        self._mailboxes: dict[str, MailboxState] = {}
         self.runs: dict[str, RunState] = {}
         """Runs being followed (not finished, not unsubscribed), by ``workflow_id``."""
         self.topics: set[str] = set()
@@ -414,6 +441,7 @@ class ClientCore:
         """A new connection greeted us: queue the resume commands, then every unanswered command."""
         self.connected = hello
         self.online = True
+        self._open_mailbox(hello)
         resume: list[PendingCommand] = []
         for run in list(self.runs.values()):
             run.resyncing = False
@@ -433,6 +461,7 @@ class ClientCore:
             resume.append(self._internal(JoinGroup(type="join_group", group=group), Ack))
         rest = [p for p in self._pending.values() if p not in resume]
         self._outbox = deque(resume + rest)
+        self.queue_mail_ack()  # handled before a drop, not acknowledged since
 
     def connection_lost(self) -> None:
         """The socket is gone: nothing is on a wire any more; internal commands are dropped."""
@@ -448,6 +477,8 @@ class ClientCore:
         self._held.clear()  # the next connection sends what is still pending anyway
         for run in self.runs.values():
             run.resyncing = False
+        for box in self._mailboxes.values():
+            box.acking = None  # an internal command: dropped above, sent again on the next connection
 
     def fail_all(self, error: GraphwireError) -> Received:
         """Give up: every pending command and every open run fails with ``error``."""
@@ -507,9 +538,21 @@ class ClientCore:
         if message.type in RUN_EVENT_TYPES:
             self._route_run_event(message, pending, out)  # type: ignore[arg-type]
             return
+        if isinstance(message, Connected):
+            self._open_mailbox(message)  # before the mail that follows it in the same frame
+        elif isinstance(message, Mail):
+            box = self.mailbox
+            if box is not None and not box.receive(message.mail_seq):
+                log.debug("mail %d of %s: handed out already; skipped", message.mail_seq, box.owner)
+                return
+            generation = box.generation if box is not None else 0
+            out.deliveries.append(Delivery(message, mailbox=box, mail_generation=generation))
+            return
         if isinstance(message, Error):
             if pending is not None:
                 self._settle_error(pending, message, out)
+                if isinstance(pending.message, AckMail) and pending.error is not None:
+                    self._mail_ack_settled(pending)
                 if pending.internal or pending.error is None:  # internal, held, or a repeat that had landed
                     return
             out.deliveries.append(Delivery(message, reply=pending))
@@ -526,9 +569,51 @@ class ClientCore:
         if pending is not None:
             pending.reply = message
             out.settled.append(pending)
+            if isinstance(pending.message, AckMail):
+                self._mail_ack_settled(pending)
             if pending.internal:
                 return
         out.deliveries.append(Delivery(message, reply=pending))
+
+    # --- the offline mailbox -----------------------------------------------------------
+
+    def _open_mailbox(self, hello: Connected) -> None:
+        """Select the connection's mailbox: the user's with auth on, else the client id's."""
+        if self.resume_client_id is None:
+            self.resume_client_id = hello.client_id
+        owner = hello.user or hello.client_id
+        box = self._mailboxes.get(owner)
+        if box is None:
+            if len(self._mailboxes) >= _MAILBOXES_KEPT:
+                del self._mailboxes[next(iter(self._mailboxes))]
+            box = self._mailboxes[owner] = MailboxState(owner)
+        self.mailbox = box
+
+    def queue_mail_ack(self) -> PendingCommand | None:
+        """Queue ``ack_mail`` up to the last mail handled, if the server was not told and none is on the wire.
+
+        Call it after ``handed_out``; the ``ack_mail`` in flight, once answered, queues the
+        next one itself if more was handled meanwhile.
+        """
+        box = self.mailbox
+        if box is None or not self.online or not box.ack_due:
+            return None
+        pending = self._internal(AckMail(type="ack_mail", up_to=box.handled), Ack)
+        box.acking = pending.id
+        return pending
+
+    def _mail_ack_settled(self, pending: PendingCommand) -> None:
+        assert isinstance(pending.message, AckMail)
+        for box in self._mailboxes.values():
+            if box.acking != pending.id:
+                continue
+            box.acking = None
+            if pending.error is not None:
+                # Past its retries (or refused): the next reconnect, or the next mail handled, sends it again.
+                log.info("ack_mail up to %d refused: %s", pending.message.up_to, pending.error)
+                return
+            box.acked = max(box.acked, pending.message.up_to)
+        self.queue_mail_ack()
 
     def _route_run_event(self, event: RunEvent, pending: PendingCommand | None, out: Received) -> None:
         self._attached.add(event.workflow_id)
@@ -618,7 +703,7 @@ class ClientCore:
             pending.attempts -= 1  # this copy was not applied: the next one is no repeat
             self._hold(pending, frame, out)
             return
-        if again and frame.code is ErrorCode.run_unavailable and pending.unavailable < MAX_UNAVAILABLE_RETRIES:
+        if again and frame.code in _UNAVAILABLE and pending.unavailable < MAX_UNAVAILABLE_RETRIES:
             # The copy may have been applied (it stays counted); the same frame again counts once.
             pending.unavailable += 1
             self._hold(pending, frame, out)

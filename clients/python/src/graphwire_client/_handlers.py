@@ -40,12 +40,19 @@ class _Barrier:
         self.future = future
 
 
+class _Then:
+    """A marker in the queue: its callback is called when the runner reaches it."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+
+
 class HandlerRunner:
     """Calls handlers; awaits the ``async def`` ones one at a time, in order, on its own task."""
 
     def __init__(self, name: str = "graphwire-client handlers") -> None:
         self._name = name
-        self._queue: deque[tuple[str, Awaitable[Any]] | _Barrier] = deque()
+        self._queue: deque[tuple[str, Awaitable[Any]] | _Barrier | _Then] = deque()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -62,6 +69,19 @@ class HandlerRunner:
             _discard(result)
             return
         self._queue.append((event, result))
+        self._start()
+
+    def then(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once every handler queued so far has finished: at once if none is queued.
+
+        Not at all after ``close()`` (what was queued never finished).
+        """
+        if self._closed:
+            return
+        if self._task is None and not self._queue:
+            callback()
+            return
+        self._queue.append(_Then(callback))
         self._start()
 
     async def settled(self) -> None:
@@ -84,7 +104,7 @@ class HandlerRunner:
             if isinstance(item, _Barrier):
                 if not item.future.done():
                     item.future.set_result(None)
-            else:
+            elif not isinstance(item, _Then):
                 _discard(item[1])
         task = self._task
         if task is None or _IN_HANDLER.get():
@@ -105,6 +125,12 @@ class HandlerRunner:
                 if isinstance(item, _Barrier):
                     if not item.future.done():
                         item.future.set_result(None)
+                    continue
+                if isinstance(item, _Then):
+                    try:
+                        item.callback()
+                    except Exception:
+                        log.exception("a handler callback raised")
                     continue
                 event, awaitable = item
                 try:

@@ -24,6 +24,7 @@
     │   ├── TooManyRuns             too_many_runs
     │   ├── TooManySubscriptions    too_many_subscriptions
     │   ├── RunUnavailable          run_unavailable (the gateway running the run did not answer)
+    │   ├── MailboxUnavailable      mailbox_unavailable (with Redis, the mailbox did not answer)
     │   ├── Unauthorized            unauthorized
     │   ├── Forbidden               forbidden
     │   └── InternalServerError     internal_error
@@ -63,6 +64,7 @@ __all__ = [
     "InputRejected",
     "InternalServerError",
     "InvalidParams",
+    "MailboxUnavailable",
     "RateLimited",
     "RunError",
     "RunFinished",
@@ -230,6 +232,15 @@ class TooManySubscriptions(ServerError):
     """Nothing changed: the connection already watches as many runs, topics and groups as allowed."""
 
 
+class MailboxUnavailable(ServerError):
+    """With Redis, the user's mailbox could not be reached in time (an ``ack_mail``).
+
+    The client sends its own ``ack_mail`` again, the same frame, after the frame's
+    ``retry_after``, and once more after the next reconnect; nothing is lost meanwhile:
+    mail not acknowledged is only delivered again (and this client skips the repeats).
+    """
+
+
 class RunUnavailable(ServerError):
     """With several gateways, the gateway that runs the run did not answer in time.
 
@@ -326,6 +337,7 @@ _BY_CODE: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.too_many_runs: TooManyRuns,
     ErrorCode.too_many_subscriptions: TooManySubscriptions,
     ErrorCode.run_unavailable: RunUnavailable,
+    ErrorCode.mailbox_unavailable: MailboxUnavailable,
     ErrorCode.unauthorized: Unauthorized,
     ErrorCode.forbidden: Forbidden,
     ErrorCode.internal_error: InternalServerError,
