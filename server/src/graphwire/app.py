@@ -296,6 +296,14 @@ class BroadcastRequest(BaseModel):
     level: str = Field(default="info", pattern="^(info|warning|critical)$")
 
 
+def _shallow(data: dict[str, Any], field: str, levels: int) -> dict[str, Any]:
+    """``data`` if it nests at most ``levels`` deep: then, once framed, it nests no deeper than a
+    socket frame may (``MAX_NESTING``), so whatever is accepted can be sent on."""
+    if nests_deeper(data, levels):
+        raise ValueError(f"{field} nests deeper than {levels} levels")
+    return data
+
+
 class SendRequest(BaseModel):
     """Body of ``POST /api/send``: a ``direct_message`` to one user, through their mailbox."""
 
@@ -307,9 +315,7 @@ class SendRequest(BaseModel):
     @field_validator("message")
     @classmethod
     def _not_too_deep(cls, data: dict[str, Any]) -> dict[str, Any]:
-        if nests_deeper(data, MAX_NESTING - 3):
-            raise ValueError(f"message nests deeper than {MAX_NESTING - 3} levels")
-        return data
+        return _shallow(data, "message", MAX_NESTING - 3)  # in `data` of the `direct_message` in `mail`
 
 
 class Sent(BaseModel):
@@ -328,10 +334,7 @@ class PublishRequest(BaseModel):
     @field_validator("data")
     @classmethod
     def _not_too_deep(cls, data: dict[str, Any]) -> dict[str, Any]:
-        # The same bound as a socket frame's, so whatever is accepted can be sent on.
-        if nests_deeper(data, MAX_NESTING - 2):
-            raise ValueError(f"data nests deeper than {MAX_NESTING - 2} levels")
-        return data
+        return _shallow(data, "data", MAX_NESTING - 2)  # in `data` of the `topic_message`
 
 
 # FastAPI answers a body that is not JSON at all with 400; say so in the OpenAPI document.
