@@ -6,11 +6,12 @@ flat out and paced; the same paced fan-out with and without a stalled watcher (o
 subscribes, then never reads); a paced fan-out with and without a flooder (a client
 sending pings flat out, which the per-connection rate limits must keep from the
 watchers); the fan-out through two gateways sharing the run through Redis (the gateways
-and Redis all on core 0), against one gateway; memory per idle connection. Every figure
+and Redis all on core 0), against one gateway; the fan-out with Prometheus metrics off and
+on; memory per idle connection. Every figure
 is the median of the repetitions, and every graphwire figure is also given as a ratio to
 the raw server's figure from the same run (the stalled and flood scenarios: to
 graphwire's own run without the stalled watcher or the flooder; the cluster: to one
-gateway), because these machines are noisy.
+gateway; metrics: to the same gateway with them off), because these machines are noisy.
 
 ``--smoke`` runs a seconds-long profile (used by the test suite so the benchmark keeps
 working); it checks correctness (no lost or duplicated events), not speed. ``--only``
@@ -73,7 +74,7 @@ class ServerKind:
 GRAPHWIRE = [PY, "-m", "graphwire", "serve", "--log-level", "warning", "--port"]
 # The plain-client row (watchers that did not ask for `batch` frames) runs at this size only.
 PLAIN_N = {20, 1000}
-SCENARIO_NAMES = ["flat", "paced", "stalled", "flood", "cluster", "idle"]
+SCENARIO_NAMES = ["flat", "paced", "stalled", "flood", "cluster", "metrics", "idle"]
 
 
 def server_kinds() -> list[ServerKind]:
@@ -478,6 +479,54 @@ def cluster_row(
     }
 
 
+@dataclass
+class MetricsScenario:
+    """Fan-out with Prometheus metrics off (``GRAPHWIRE_METRICS=false``) and on (the default)."""
+
+    mode: str  # "paced" or "flat", as the fan-out rows
+    n: int
+    count: int
+    interval_ms: float
+
+
+METRICS_OFF = {"GRAPHWIRE_METRICS": "false"}
+
+
+def metrics_scenarios(smoke: bool, offered: int) -> list[MetricsScenario]:
+    if smoke:
+        return [MetricsScenario("flat", 20, 50, 0)]
+    out: list[MetricsScenario] = []
+    for n in (1000, 5000):
+        interval = 1000 * n / offered  # the paced rows' rate and length
+        out.append(MetricsScenario("paced", n, max(10, int(6000 / interval)), interval))
+        out.append(MetricsScenario("flat", n, max(100, 500_000 // n), 0))
+    return out
+
+
+def metrics_row(scenario: MetricsScenario, off: list[dict[str, Any]], on: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metrics off and on side by side; CPU is per 100k deliveries."""
+    a, b = median_of(off), median_of(on)
+    cpu_off, cpu_on = a["server_cpu_s_per_100k"], b["server_cpu_s_per_100k"]
+    return {
+        "server": "graphwire",
+        "scenario": "metrics",
+        "mode": scenario.mode,
+        "n": scenario.n,
+        "count": scenario.count,
+        "interval_ms": scenario.interval_ms,
+        "off": a,
+        "on": b,
+        "deliveries_ratio": b["deliveries_per_s"] / a["deliveries_per_s"] if a["deliveries_per_s"] else None,
+        "cpu_ratio": cpu_on / cpu_off if cpu_off else None,
+        "p99_diff_ms": b["latency_p99_ms"] - a["latency_p99_ms"],
+        "p99_ms_each": {"off": [r["latency_p99_ms"] for r in off], "on": [r["latency_p99_ms"] for r in on]},
+        "cpu_s_per_100k_each": {
+            "off": [r["server_cpu_s_per_100k"] for r in off],
+            "on": [r["server_cpu_s_per_100k"] for r in on],
+        },
+    }
+
+
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ["deliveries_per_s", "latency_p50_ms", "latency_p99_ms", "client_cpu_share", "server_cpu_share"]
     keys += ["server_cpu_s_per_100k"]
@@ -529,6 +578,7 @@ def main() -> int:
     stall_plan = stall_scenarios(args.smoke, args.offered) if "stalled" in only else []
     flood_plan = flood_scenarios(args.smoke, args.offered, args.flood_reconnect) if "flood" in only else []
     cluster_plan = cluster_scenarios(args.smoke, args.offered) if "cluster" in only else []
+    metrics_plan = metrics_scenarios(args.smoke, args.offered) if "metrics" in only else []
     redis = redis_kind() if cluster_plan else None  # no redis-server: stop before anything runs
     idle_sizes = ([200] if args.smoke else [5000, 10_000]) if "idle" in only else []
     results: dict[str, Any] = {
@@ -543,6 +593,7 @@ def main() -> int:
         "stalled": [],
         "flood": [],
         "cluster": [],
+        "metrics": [],
         "idle_kb_per_connection": {},
     }
     kinds = server_kinds()
@@ -617,6 +668,18 @@ def main() -> int:
         row = cluster_row(cluster, *taking_turns(reps, 1, cluster_run))
         results["cluster"].append(row)
         print(json.dumps(row), flush=True)
+    # The same gateway with Prometheus metrics off and on, taking turns: what counting costs.
+    for scenario in metrics_plan:
+
+        def metrics_run(on: int, scenario: MetricsScenario = scenario) -> dict[str, Any]:
+            measure = functools.partial(
+                fanout, n=scenario.n, count=scenario.count, interval_ms=scenario.interval_ms, payload=args.payload_bytes
+            )
+            return on_fresh_server(graphwire, measure, env=None if on else METRICS_OFF)
+
+        row = metrics_row(scenario, *taking_turns(reps, 1, metrics_run))
+        results["metrics"].append(row)
+        print(json.dumps(row), flush=True)
     idle_kinds = [kind for kind in kinds if kind.every_size]
     for n in idle_sizes:
         values: dict[str, list[float]] = {kind.name: [] for kind in idle_kinds}
@@ -634,6 +697,7 @@ def main() -> int:
     compared = [*results["stalled"], *results["flood"]]
     measured = [*results["fanout"], *(r[side] for r in compared for side in ("without", "with"))]
     measured += [r[side] for r in results["cluster"] for side in ("single", "cluster")]
+    measured += [r[side] for r in results["metrics"] for side in ("off", "on")]
     bad = [r for r in measured if r["lost"] or r["duplicates"] or r["unfinished"]]
     return 1 if bad else 0
 
@@ -782,6 +846,8 @@ def render(results: dict[str, Any]) -> str:
         lines += flood_table(results["flood"])
     if results.get("cluster"):
         lines += cluster_table(results["cluster"])
+    if results.get("metrics"):
+        lines += metrics_table(results["metrics"])
     if results["idle_kb_per_connection"]:
         lines += ["", "| server | idle connections | KB per idle connection |", "|---|---|---|"]
         for server, sizes in results["idle_kb_per_connection"].items():
@@ -1000,6 +1066,42 @@ def cluster_table(rows: list[dict[str, Any]]) -> list[str]:
         f"Goal (issue 13): the Redis hop costs at most {CLUSTER_CPU_RATIO_GOAL - 1:.0%} more CPU per delivery "
         f"(every row) and adds at most {CLUSTER_P99_GOAL_MS:g} ms to paced p99: {verdict}.",
     ]
+
+
+def metrics_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "",
+        "## What Prometheus metrics cost",
+        "",
+        "One `ticker` run fanned out to N watchers (`?batch=1`) on one gateway, run twice in each",
+        "repetition, taking turns (who goes first alternates): with `GRAPHWIRE_METRICS=false` (no",
+        "per-frame counting, `GET /metrics` 404) and with the default (metrics on). Fan-out counts",
+        "once per event (one label lookup, one `inc` of the number of watchers), never per delivery.",
+        "CPU: the gateway's utime + stime from the first tick until the watchers are done, per 100k deliveries.",
+        "",
+        "| mode | N | ticks | deliveries/s off | on | on ÷ off | p99 ms off | on | Δ p99 ms "
+        "| CPU s per 100k off | on | on ÷ off | lost | dup |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a, b = r["off"], r["on"]
+        ticks = f"{r['count']} every {r['interval_ms']:g} ms" if r["interval_ms"] else f"{r['count']} flat out"
+        ratio = f"{r['deliveries_ratio']:.2f}×" if r["deliveries_ratio"] is not None else "-"
+        cpu = f"{r['cpu_ratio']:.2f}×" if r["cpu_ratio"] is not None else "-"
+        lines.append(
+            f"| {r['mode']} | {r['n']} | {ticks} | {a['deliveries_per_s']:,.0f} | {b['deliveries_per_s']:,.0f} | "
+            f"{ratio} | {a['latency_p99_ms']:.1f} | {b['latency_p99_ms']:.1f} | {r['p99_diff_ms']:+.1f} | "
+            f"{a['server_cpu_s_per_100k']:.2f} | {b['server_cpu_s_per_100k']:.2f} | {cpu} | "
+            f"{a['lost']} / {b['lost']} | {a['duplicates']} / {b['duplicates']} |"
+        )
+    lines.append("")
+    for r in rows:
+        each_p99, each_cpu = r["p99_ms_each"], r["cpu_s_per_100k_each"]
+        lines.append(
+            f"- {r['mode']}, N={r['n']}: p99 of each run {each(each_p99['off'])} off, {each(each_p99['on'])} on; "
+            f"CPU s per 100k {each(each_cpu['off'], 2)} off, {each(each_cpu['on'], 2)} on."
+        )
+    return lines
 
 
 if __name__ == "__main__":

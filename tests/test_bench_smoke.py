@@ -73,3 +73,9 @@ def test_bench_smoke_profile(tmp_path: Path) -> None:
     )
     assert "| 20 | 1 | " in stalled_section
     assert "| 20 | 1 | " in flood_section
+    (metrics,) = results["metrics"]
+    assert metrics["n"] == 20
+    for side in ("off", "on"):
+        # Metrics on or off, the watchers lose nothing and get nothing twice.
+        assert (metrics[side]["lost"], metrics[side]["duplicates"], metrics[side]["unfinished"]) == (0, 0, 0), metrics
+    assert "## What Prometheus metrics cost" in (tmp_path / "RESULTS.md").read_text()

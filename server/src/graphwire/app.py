@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 from fastapi import Depends, FastAPI, HTTPException, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, field_validator
 from starlette.types import Receive, Scope, Send
 
@@ -25,9 +26,10 @@ from graphwire import docs_page
 from graphwire._direct import direct_text_writer
 from graphwire._generated.messages import CloseCode, Connected, ErrorCode
 from graphwire.auth import SUBPROTOCOL, Authenticator, Principal, TokenRefused, origin_allowed, presented_token
-from graphwire.broker import Broker, create_broker
+from graphwire.broker import Broker, RedisBroker, create_broker
 from graphwire.connections import Connection, ConnectionManager, Reach, alert_frame
 from graphwire.mailbox import MAIL, MailboxUnavailable
+from graphwire.metrics import Metrics
 from graphwire.post_office import PostOffice
 from graphwire.protocol import (
     CHAT_MESSAGES,
@@ -43,7 +45,7 @@ from graphwire.protocol import (
 from graphwire.rate_limits import CommandLimits
 from graphwire.registry import WorkflowRegistry
 from graphwire.router import Router
-from graphwire.run_store import GATEWAY, RUN, RUNS
+from graphwire.run_store import GATEWAY, RUN, RUNS, RedisRunStore
 from graphwire.runs import RunManager
 from graphwire.settings import Settings
 from graphwire.watchdog import LoopWatchdog, describe_runs
@@ -81,14 +83,54 @@ class Gateway:
         self.registry = registry
         self.auth = Authenticator(settings)
         self.broker = broker if broker is not None else create_broker(settings)
-        self.connections = ConnectionManager(settings.flush_quiet_ms / 1000.0, self.broker)
+        # Prometheus metrics of this process (GET /metrics; graphwire.metrics).
+        self.metrics = Metrics(settings.metrics)
+        self.connections = ConnectionManager(settings.flush_quiet_ms / 1000.0, self.broker, self.metrics)
         self.runs = RunManager(settings, self.connections.flusher, self.broker, registry)
+        self.runs.metrics = self.metrics
         # With redis_url, the per-user limits are counted in Redis, shared by all gateways.
         self.limits = CommandLimits(settings)
         # The offline mailbox: in memory, or in Redis with redis_url (graphwire.post_office).
         self.post = PostOffice(settings, self.broker)
         self.runs.post = self.post
         self.router = Router(registry, self.runs, self.connections, self.auth, self.limits, self.post)
+        if isinstance(self.broker, RedisBroker):
+            # Broadcasts (the broker's publisher) and run events (the run store's writes).
+            self.broker.on_published = self.metrics.published
+            if isinstance(self.broker.runs, RedisRunStore):
+                self.broker.runs.on_published = self.metrics.published
+        self.metrics.watch_broker(self.broker_errors)
+        self.metrics.runs_in_flight.set_function(lambda: self.runs.in_flight)
+        # SIGTERM (GatewayServer.shutdown): `/ready` says draining, new sockets are refused.
+        self.draining = False
+
+    def broker_errors(self) -> dict[str, int]:
+        """What ``graphwire_broker_errors_total`` counts, by kind (nothing without Redis)."""
+        broker = self.broker
+        if not isinstance(broker, RedisBroker):
+            return {}
+        errors = {"outage": broker.outages, "publish_failed": broker.publish_failures}
+        if broker.runs is not None:
+            errors["run_write_failed"] = broker.runs.write_failures
+        if self.limits.shared is not None:
+            errors["rate_limit_check_failed"] = self.limits.shared.failures
+        return errors
+
+    def drain(self) -> None:
+        """SIGTERM: from now on ``/ready`` answers 503 draining and new sockets are refused."""
+        if not self.draining:
+            self.draining = True
+            log.info("shutting down: /ready reports draining; new connections are refused")
+
+    def not_ready(self) -> tuple[str, str] | None:
+        """Why the gateway does not take new work now (reason, detail), or ``None``: ready."""
+        if self.draining:
+            return "draining", "the gateway is shutting down: connect to another one"
+        if self.broker.shared and not self.broker.connected:
+            return "broker_unreachable", "Redis is out of reach: runs, groups and topics would reach this gateway only"
+        if len(self.connections.connections) >= self.settings.max_connections:
+            return "full", f"{self.settings.max_connections} connections are open (max_connections)"
+        return None
 
     async def serve(self, ws: WebSocket, table: dict[str, type[BaseModel]], send: Send) -> None:
         """Read frames until the client leaves; bad input gets ``error``, never a close.
@@ -97,22 +139,31 @@ class Gateway:
         directly (see ``_text_sender``), skipping Starlette's per-call state checks.
         """
         settings = self.settings
-        if len(self.connections.connections) >= settings.max_connections:
+        full = len(self.connections.connections) >= settings.max_connections
+        if full or self.draining:
             # Refused before the upgrade: an HTTP 503 costs what a health check does, and
             # holds no socket waiting for a close handshake the client may never answer.
+            # A balancer (nginx's proxy_next_upstream http_503) tries another gateway.
             await ws.send_denial_response(
-                PlainTextResponse("too many connections", status_code=503, headers={"Retry-After": "1"})
+                PlainTextResponse(
+                    "too many connections" if full else "shutting down", status_code=503, headers={"Retry-After": "1"}
+                )
             )
             return
+        metrics = self.metrics
+        endpoint = "chat" if table is CHAT_MESSAGES else "workflow"
         offered: list[str] = ws.scope.get("subprotocols") or []
         principal, refusal = self.admit(ws.scope, offered, chat=table is CHAT_MESSAGES)
         # A browser that offers subprotocols fails the handshake unless one is selected.
         await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        metrics.connected(endpoint)
         if refusal is not None:
             # Completed, then closed with the reason: a browser cannot read a refused
             # handshake's status. Nothing else is read or sent on this socket.
             log.info("refused a connection: %s (%d)", refusal.reason, refusal.code)
+            metrics.auth_failures.labels(refusal.kind).inc()
             await ws.close(refusal.code, refusal.reason)
+            metrics.disconnected(endpoint, refusal.code)
             return
         # Read from the raw query string: ws.query_params would keep a parsed copy per socket.
         query = parse_qs(ws.scope.get("query_string", b"").decode("latin-1"))
@@ -148,16 +199,20 @@ class Gateway:
             )
         )
         self.post.arrived(conn)  # what waits in the mailbox follows `connected`
+        code = 1006  # how the connection ended, for graphwire_disconnects_total
         try:
             while not conn.closed:
                 message = await ws.receive()
                 if message["type"] == "websocket.disconnect":
+                    code = int(message.get("code") or 1005)
                     break
                 text: str | None = message.get("text")
                 if text is None:
                     data: bytes = message.get("bytes") or b""
+                    metrics.received_frame("binary")
                     if len(data) > settings.max_message_size:
-                        await ws.close(CloseCode.message_too_big, "frame too large")
+                        code = CloseCode.message_too_big
+                        await ws.close(code, "frame too large")
                         break
                     conn.enqueue(
                         error_frame(ProtocolError(ErrorCode.binary_not_supported, "binary frames are not supported"))
@@ -165,7 +220,9 @@ class Gateway:
                     continue
                 # len(text) bounds the UTF-8 size from below; encode only when it may be over.
                 if len(text) * 4 > settings.max_message_size and len(text.encode()) > settings.max_message_size:
-                    await ws.close(CloseCode.message_too_big, "frame too large")
+                    metrics.received_frame("oversized")
+                    code = CloseCode.message_too_big
+                    await ws.close(code, "frame too large")
                     break
                 self.connections.total_messages += 1
                 try:
@@ -177,8 +234,10 @@ class Gateway:
                         kind, reply_to = "invalid", parsed.reply_to
                     else:
                         kind, reply_to = getattr(parsed, "type", "invalid"), getattr(parsed, "id", None)
+                    metrics.received_frame(kind)
                     if await self.router.over_limit(conn, kind, reply_to):
-                        await ws.close(CloseCode.policy_violation, "rate limit exceeded, far and for long")
+                        code = CloseCode.policy_violation
+                        await ws.close(code, "rate limit exceeded, far and for long")
                         break
                     if isinstance(parsed, ProtocolError):
                         raise parsed
@@ -198,6 +257,7 @@ class Gateway:
                     self.runs.detach(conn, run)
             await self.post.departed(conn)
             await self.connections.remove(conn)
+            metrics.disconnected(endpoint, code)
 
     def admit(self, scope: Scope, offered: list[str], chat: bool) -> tuple[Principal | None, TokenRefused | None]:
         """Who the handshake is from: its Origin, then (with auth on) its token."""
@@ -215,7 +275,7 @@ class Gateway:
             return None, None
         token = presented_token(headers, scope.get("query_string", b""), offered)
         if token is None:
-            return None, TokenRefused(CloseCode.unauthorized, "a token is required")
+            return None, TokenRefused(CloseCode.unauthorized, "a token is required", "missing")
         try:
             return self.auth.verify(token), None
         except TokenRefused as refused:
@@ -286,6 +346,22 @@ class GatewayApp(FastAPI):
                 await self.gateway.serve(WebSocket(scope, receive, send), table, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+class Ready(BaseModel):
+    """``GET /ready`` while the gateway takes new work."""
+
+    status: str = Field(description="`ready`.")
+    gateway_id: str
+
+
+class NotReady(BaseModel):
+    """``GET /ready`` while it does not (503)."""
+
+    status: str = Field(description="`not_ready`.")
+    reason: str = Field(description="`draining` (SIGTERM), `broker_unreachable` (Redis) or `full` (max_connections).")
+    detail: str
+    gateway_id: str
 
 
 class BroadcastRequest(BaseModel):
@@ -454,15 +530,18 @@ def create_app(
             return None
         token = presented_token(request.headers, b"", ())  # the Authorization header only
         if token is None:
+            gateway.metrics.auth_failures.labels("missing").inc()
             raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
         try:
             return gateway.auth.verify(token)
         except TokenRefused as refused:
+            gateway.metrics.auth_failures.labels(refused.kind).inc()
             raise HTTPException(401, refused.reason, headers={"WWW-Authenticate": "Bearer"}) from None
 
     def admin(request: docs_page.Request) -> None:
         principal = caller(request)
         if principal is not None and not principal.may("admin"):
+            gateway.metrics.auth_failures.labels("forbidden").inc()
             raise HTTPException(403, "this needs the scope admin")
 
     def admin_or_none(request: docs_page.Request) -> bool:
@@ -481,10 +560,31 @@ def create_app(
 
         With auth on, ``clients`` (every client id) is listed for an ``admin`` token only.
         """
-        counters = gateway.connections.metrics()
+        counters = gateway.connections.seed_metrics()
         if not show_clients:
             del counters["clients"]
         return counters
+
+    @app.get("/metrics", response_class=PlainTextResponse, responses={404: {"description": "GRAPHWIRE_METRICS=false."}})
+    async def prometheus() -> Response:
+        """Prometheus metrics of this process (text format); each worker is its own target."""
+        if not gateway.metrics.enabled:
+            raise HTTPException(404, "metrics are off (GRAPHWIRE_METRICS=false)")
+        return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/ready",
+        response_model=Ready,
+        responses={503: {"model": NotReady, "description": "Not taking new work now; `reason` says why."}},
+    )
+    async def ready() -> Ready | JSONResponse:
+        """Readiness: 200 while the gateway takes new connections and runs; 503 while it drains
+        (SIGTERM), while Redis is out of reach (with GRAPHWIRE_REDIS_URL) or when it is full."""
+        why = gateway.not_ready()
+        if why is None:
+            return Ready(status="ready", gateway_id=gateway.broker.gateway_id)
+        body = NotReady(status="not_ready", reason=why[0], detail=why[1], gateway_id=gateway.broker.gateway_id)
+        return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "1"})
 
     @app.get("/asyncapi.yaml", response_class=Response)
     async def asyncapi() -> Response:
@@ -552,6 +652,7 @@ def create_app(
         """
         principal = caller(request)
         if principal is not None and not principal.may("admin"):
+            gateway.metrics.auth_failures.labels("forbidden").inc()
             raise HTTPException(403, "this needs the scope admin")
         try:
             letter, delivered = await gateway.post.send(body.user, body.message, principal.sub if principal else None)

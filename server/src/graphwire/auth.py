@@ -51,10 +51,15 @@ class Principal:
 class TokenRefused(Exception):
     """The token cannot be used; ``code`` is the close code that tells the client why."""
 
-    def __init__(self, code: CloseCode, reason: str) -> None:
+    def __init__(self, code: CloseCode, reason: str, kind: str | None = None) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        # What graphwire_auth_failures_total counts it as: missing, invalid, expired, forbidden, origin.
+        self.kind = kind or _KINDS.get(code, "invalid")
+
+
+_KINDS = {CloseCode.token_expired: "expired", CloseCode.forbidden: "forbidden", CloseCode.policy_violation: "origin"}
 
 
 class Authenticator:

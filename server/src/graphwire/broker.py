@@ -252,6 +252,8 @@ class RedisBroker:
         # For operators (and, next, /ready): outages seen, frames Redis did not take.
         self.outages = 0
         self.publish_failures = 0
+        # Told each published frame's lag (queued to acknowledged): graphwire_broker_publish_lag_seconds.
+        self.on_published: Callable[[float], None] | None = None
         self._connected = False
         self._down_since: float | None = None
         self._publish_failing = False
@@ -624,6 +626,10 @@ class RedisBroker:
         if self._publish_failing:
             self._publish_failing = False
             log.warning("publishing to Redis at %s again (%d frames failed so far)", self.where, self.publish_failures)
+        if self.on_published is not None:
+            done = loop.time()
+            for item in batch:
+                self.on_published(done - item.queued_at)
         for item, count in zip(batch, counts, strict=True):
             if item.reply is not None and not item.reply.done():
                 item.reply.set_result(int(count))

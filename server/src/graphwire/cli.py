@@ -97,7 +97,7 @@ def run_gateway(settings: Settings, log_level: str, sockets: list[socket.socket]
         ws_ping_timeout=settings.ping_timeout or None,
         ws_per_message_deflate=settings.compression == "deflate",
         # uvicorn's websockets-sansio protocol with bounded closes (graphwire.transport).
-        ws=gateway_protocol(settings),
+        ws=gateway_protocol(settings, app.gateway.metrics.slow_consumer_closes.labels("write_timeout").inc),
         # Thousands of watchers connect at once; uvicorn's default backlog (2048) makes the
         # rest retry their SYN a second later. The kernel caps it at net.core.somaxconn.
         backlog=settings.backlog,
@@ -106,7 +106,9 @@ def run_gateway(settings: Settings, log_level: str, sockets: list[socket.socket]
     )
     raise_fd_limit()
     tune_gc()
-    GatewayServer(config, settings.shutdown_grace, app.gateway.end_runs).run(sockets)
+    GatewayServer(
+        config, settings.shutdown_grace, app.gateway.end_runs, app.gateway.drain, settings.shutdown_delay
+    ).run(sockets)
     return 0
 
 

@@ -27,6 +27,7 @@ from graphwire import _eager
 from graphwire._generated.messages import CloseCode, ErrorCode, SystemAlert, TopicMessage
 from graphwire.auth import Principal
 from graphwire.broker import Broker, BrokerUnavailable, LocalBroker
+from graphwire.metrics import OFF, Metrics
 from graphwire.protocol import ProtocolError, encode, now
 from graphwire.settings import Settings
 
@@ -67,8 +68,11 @@ class Flusher:
     ``quiet`` only, never for a whole write's time. ``quiet`` 0 turns coalescing off.
     """
 
-    def __init__(self, quiet: float, max_delay: float = 0.2, busy_gap: float = _BUSY_GAP) -> None:
+    def __init__(
+        self, quiet: float, max_delay: float = 0.2, busy_gap: float = _BUSY_GAP, metrics: Metrics = OFF
+    ) -> None:
         self.quiet = quiet
+        self.metrics = metrics
         self.max_delay = max_delay
         self.busy_gap = busy_gap
         self.last_cost = 0.0
@@ -127,19 +131,22 @@ class Flusher:
     def fan_out(self, conns: Iterable[Connection], frame: str) -> int:
         """Send one encoded frame to ``conns``; returns how many there were."""
         at_once = self.begin()
-        count = 0
+        count = taken = 0
         for conn in conns:
-            conn.enqueue(frame, urgent=at_once)
+            taken += conn.put(frame, at_once)
             count += 1
         self.end(at_once)
+        self.metrics.sent_frames(frame, taken)  # one label lookup per event, not per delivery
         return count
 
     def fan_out_run_event(self, conns: Iterable[Connection], workflow_id: str, seq: int, frame: str) -> None:
         """Send event ``seq`` of a run to its subscribers that do not have it yet."""
         at_once = self.begin()
+        taken = 0
         for conn in conns:
-            conn.deliver_run_event(workflow_id, seq, frame, at_once)
+            taken += conn.deliver_run_event(workflow_id, seq, frame, at_once)
         self.end(at_once)
+        self.metrics.sent_frames(frame, taken)
 
 
 @dataclass(eq=False, slots=True)
@@ -170,6 +177,7 @@ class Connection:
     principal: Principal | None = None
     expiry: asyncio.TimerHandle | None = None
     flusher: Flusher | None = None
+    metrics: Metrics = OFF
     # The fast path (see graphwire._direct): True when the frame was written directly.
     write_now: Callable[[str], bool] | None = None
     sent_frames: int = 0
@@ -186,8 +194,14 @@ class Connection:
         ``urgent`` frames (direct replies, fan-out on a calm loop) are written now; the
         others wait for the flusher's next flush so that they leave together.
         """
+        if not self.closed:
+            self.metrics.sent_frame(frame)
+            self.put(frame, urgent)
+
+    def put(self, frame: str, urgent: bool = True) -> bool:
+        """``enqueue`` without counting (fan-out counts once per event); False if not taken."""
         if self.closed:
-            return
+            return False
         if self.shape is not None:
             frame = self.shape(frame)
         queue = self._queue
@@ -197,10 +211,10 @@ class Connection:
                 try:
                     if self.write_now(frame):
                         self.sent_frames += 1
-                        return
+                        return True
                 except Exception:  # the socket went away; the reader notices and cleans up
                     self.closed = True
-                    return
+                    return False
             queue = self._queue = deque()
         queue.append(frame)
         self._queued_bytes += len(frame)
@@ -212,22 +226,24 @@ class Connection:
             self._queued_bytes = 0
             self.closed = True
             log.warning("client %s is too slow; closing with 1013", self.client_id)
+            self.metrics.slow_consumer_closes.labels("queue").inc()
             asyncio.get_running_loop().create_task(
                 self._close(CloseCode.try_again_later, "slow consumer: reconnect and resume")
             )
-            return
+            return False
         if urgent or self.flusher is None:
             self.kick()
         elif not self.marked:
             self.marked = True
             self.flusher.mark(self)
+        return True
 
-    def deliver_run_event(self, workflow_id: str, seq: int, frame: str, at_once: bool) -> None:
+    def deliver_run_event(self, workflow_id: str, seq: int, frame: str, at_once: bool) -> bool:
         last = self.runs.get(workflow_id)
         if last is None or seq <= last:
-            return
+            return False
         self.runs[workflow_id] = seq
-        self.enqueue(frame, urgent=at_once)
+        return self.put(frame, at_once)
 
     def kick(self) -> None:
         """Send what waits now; a task takes over only if the socket pushes back."""
@@ -257,7 +273,9 @@ class Connection:
         assert queue is not None  # callers check that frames wait
         # A few waiting frames go one by one (cheap, and simplest for plain clients); a
         # backlog, which is what fan-out under load builds, leaves as one batch frame.
-        if not self.batching or len(queue) < self.settings.batch_min_messages:
+        single = not self.batching or len(queue) < self.settings.batch_min_messages
+        self.metrics.wrote_from_queue(self._queued_bytes)
+        if single:
             frame = queue.popleft()
             self._queued_bytes -= len(frame)
             return frame
@@ -272,6 +290,7 @@ class Connection:
         self._queued_bytes -= size
         if len(parts) == 1:
             return parts[0]
+        self.metrics.batch_sent()
         return _BATCH_HEAD + ",".join(parts) + "]}"
 
     async def _write(self, in_flight: asyncio.Future[Any]) -> None:
@@ -372,8 +391,9 @@ class Reach:
 class ConnectionManager:
     """Every live connection of this gateway process, by client id, group and topic."""
 
-    def __init__(self, flush_quiet: float = 0.001, broker: Broker | None = None) -> None:
-        self.flusher = Flusher(flush_quiet)
+    def __init__(self, flush_quiet: float = 0.001, broker: Broker | None = None, metrics: Metrics = OFF) -> None:
+        self.metrics = metrics
+        self.flusher = Flusher(flush_quiet, metrics=metrics)
         self.broker: Broker = broker if broker is not None else LocalBroker()
         self.connections: dict[str, Connection] = {}
         self.groups: dict[str, set[Connection]] = {}
@@ -383,6 +403,7 @@ class ConnectionManager:
 
     def add(self, conn: Connection) -> None:
         conn.flusher = self.flusher
+        conn.metrics = self.metrics
         self.connections[conn.client_id] = conn
 
     async def remove(self, conn: Connection) -> None:
@@ -483,7 +504,7 @@ class ConnectionManager:
                 return
             await asyncio.sleep(0.01)
 
-    def metrics(self) -> dict[str, Any]:
+    def seed_metrics(self) -> dict[str, Any]:
         """The seed's ``/ws/metrics`` fields."""
         return {
             "active_connections": len(self.connections),

@@ -80,7 +80,9 @@ class Router:
         if wait is None:
             return False
         if wait == ABUSE:
+            self.connections.metrics.abuse_closes.inc()
             return True
+        self.connections.metrics.rate_limited.inc()
         raise ProtocolError(
             ErrorCode.rate_limited,
             f"rate limit exceeded: retry in {wait:.2f} s",
@@ -324,8 +326,10 @@ class Router:
         try:
             principal = self.auth.verify(message.token)
         except TokenRefused as refused:  # the old token stays in force until its own exp
+            self.connections.metrics.auth_failures.labels(refused.kind).inc()
             raise ProtocolError(ErrorCode.unauthorized, refused.reason, "token", message.id) from None
         if principal.sub != conn.principal.sub:
+            self.connections.metrics.auth_failures.labels("forbidden").inc()
             raise ProtocolError(ErrorCode.forbidden, "the fresh token is for another user", "token", message.id)
         conn.expire_at(principal)
         self._ack(conn, message.id, "refresh_token")

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -270,6 +271,9 @@ class _Written:
 class RunStore(Protocol):
     """The broker's half of shared runs (``RedisBroker.runs``); ``None`` on the local broker."""
 
+    # Batches of writes Redis did not take (graphwire_broker_errors_total{kind="run_write_failed"}).
+    write_failures: int
+
     def changed(self, run: RunSource) -> None:
         """``run`` logged events or changed state: write them to Redis, in order, soon."""
 
@@ -359,6 +363,10 @@ class RedisRunStore:
         # Called with a run's id when a command waits in the inbox of a run this gateway holds.
         self.on_inbox: Callable[[str], None] | None = None
         self._dirty: dict[str, RunSource] = {}
+        # Since when each dirty run has waited for Redis, and who is told how long it took
+        # once written and published (graphwire_broker_publish_lag_seconds).
+        self._dirty_at: dict[str, float] = {}
+        self.on_published: Callable[[float], None] | None = None
         self._written: dict[str, _Written] = {}
         self._wake = asyncio.Event()
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -397,12 +405,14 @@ class RedisRunStore:
 
     def changed(self, run: RunSource) -> None:
         self._dirty[run.workflow_id] = run
+        self._dirty_at.setdefault(run.workflow_id, time.monotonic())
         if not self._wake.is_set():
             self._wake.set()
             self._idle.clear()
 
     def forget(self, workflow_id: str) -> None:
         self._dirty.pop(workflow_id, None)
+        self._dirty_at.pop(workflow_id, None)
         self._written.pop(workflow_id, None)
 
     async def _writer(self) -> None:
@@ -415,14 +425,17 @@ class RedisRunStore:
                 continue
             self._idle.clear()
             batch = [self._dirty.pop(wid) for wid in list(self._dirty)[:BATCH_RUNS]]
+            began = time.monotonic()
+            since = [self._dirty_at.pop(run.workflow_id, began) for run in batch]
             try:
                 await self._write(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis gone, slow or refusing: keep the runs for the next try
                 self.write_failures += 1
-                for run in batch:
+                for run, at in zip(batch, since, strict=True):
                     self._dirty.setdefault(run.workflow_id, run)
+                    self._dirty_at[run.workflow_id] = min(at, self._dirty_at.get(run.workflow_id, at))
                 if not self._failing:
                     self._failing = True
                     log.error(
@@ -434,6 +447,10 @@ class RedisRunStore:
                 await asyncio.sleep(self._backoff(attempt))
                 attempt += 1
                 continue
+            if self.on_published is not None:
+                done = time.monotonic()
+                for at in since:
+                    self.on_published(done - at)
             if self._failing:
                 self._failing = False
                 log.warning("writing run logs to Redis again")

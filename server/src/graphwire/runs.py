@@ -60,6 +60,7 @@ from graphwire.broker import Broker, LocalBroker
 from graphwire.connections import Connection, Flusher, ensure_room
 from graphwire.graph import AsyncGraph, InputTimeout, use_run_context
 from graphwire.graph.persistence import Checkpoint, run_checkpointed
+from graphwire.metrics import OFF, Metrics
 from graphwire.post_office import PostOffice
 from graphwire.protocol import ProtocolError, encode, explicit_null, now
 from graphwire.registry import ParamsError, WorkflowDefinition, WorkflowRegistry
@@ -105,6 +106,7 @@ class PendingRequest:
     options: list[str] | None
     expires_at: datetime | None
     future: asyncio.Future[dict[str, Any]]
+    opened_at: float = field(default_factory=time.monotonic)  # for graphwire_input_wait_seconds
 
 
 @dataclass(eq=False)
@@ -190,6 +192,8 @@ class Run:
     # (with auth on), else the starter's client id; and how they reach it (frame, request_id).
     mail_to: str | None = None
     on_input: Callable[[str, str], None] | None = None
+    # When this gateway began running it (started, or taken over): graphwire_run_duration_seconds.
+    started_at: float = field(default_factory=time.monotonic)
 
     @property
     def finished(self) -> bool:
@@ -506,6 +510,7 @@ class RunManager:
         # Where a run taken over from another gateway finds its workflow.
         self.registry = registry
         self.post: PostOffice | None = None  # the offline mailbox, set by the gateway
+        self.metrics: Metrics = OFF  # set by the gateway
         self._orphans_woken = asyncio.Event()
         if self.store is not None:
             self.store.on_fenced = self._taken_from_us
@@ -708,6 +713,7 @@ class RunManager:
         if key is not None:
             self._idempotency[key] = (_fingerprint(definition.name, validated), run.workflow_id)
         run.append(WorkflowStarted, workflow=definition.name, epoch=run.epoch)
+        self.metrics.runs_started.labels(definition.name).inc()
         if starter is not None and announce:
             starter.enqueue(self._started_reply(run, reply_to))
             self.attach(starter, run, 1)
@@ -784,6 +790,9 @@ class RunManager:
         try:
             await self._run_graph(run, definition, params, resume)
         finally:
+            if run.finished and not run.moved:
+                self.metrics.runs_finished.labels(run.workflow, run.status.value).inc()
+                self.metrics.run_duration.labels(run.workflow).observe(time.monotonic() - run.started_at)
             self.in_flight -= 1
             if run.starter is not None:
                 run.starter.runs_in_flight -= 1
@@ -866,10 +875,14 @@ class RunManager:
         """
         self.check_since(run, since_seq, reply_to, epoch)
         other_log = epoch is not None and epoch != run.epoch
+        resuming = since_seq > 0 or epoch is not None
         if other_log:
             since_seq = 0
         first = run.first_seq
         truncated = since_seq + 1 < first
+        if resuming:
+            outcome = "new_epoch" if other_log else "truncated" if truncated else "recovered"
+            self.metrics.resumes.labels(outcome).inc()
         conn.enqueue(
             encode(
                 Subscribed(
@@ -977,6 +990,7 @@ class RunManager:
             run.answer_keys[idempotency_key] = pending.request_id
         pending.future.set_result(data)
         run.append(InputAnswered, node_id=pending.node_id, request_id=pending.request_id, data=data)
+        self.metrics.input_wait.labels(run.workflow).observe(time.monotonic() - pending.opened_at)
 
     @staticmethod
     def _is_repeat(run: Run, node_id: str, request_id: str | None, data: dict[str, Any], key: str) -> bool:
@@ -1129,9 +1143,13 @@ class RunManager:
         if record.events and record.events[0][0] > run.last_seq + 1:
             self._lost(run)
             return
+        filled = 0
         for seq, frame in record.events:
             if seq == run.last_seq + 1:
                 run.observe(seq, frame)
+                filled += 1
+        if filled:
+            self.metrics.broker_gap_repairs.inc()
 
     def _read_inbox_again(self, run: Run) -> None:
         if self.runs.get(run.workflow_id) is run and not run.finished:
@@ -1306,6 +1324,7 @@ class RunManager:
             fence = await store.claim_run(workflow_id)
             if fence and await self._resume(workflow_id, fence):
                 taken += 1
+                self.metrics.runs_reclaimed.inc()
         return taken
 
     async def _resume(self, workflow_id: str, fence: int) -> bool:

@@ -13,7 +13,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 __all__ = ["PREFIX", "Settings", "SettingsProblem", "load_settings"]
@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     # SIGTERM: runs in flight get `workflow_failed` (gateway_shutdown), sockets get 1012;
     # whatever the clients do, the process has ended after this long.
     shutdown_grace: float = Field(default=10.0, gt=0)
+    # SIGTERM: for this long first (part of the grace) `GET /ready` answers 503 draining and
+    # new sockets are refused with 503, while open ones and their runs go on, so a balancer
+    # that polls readiness stops sending clients here before any socket is closed.
+    shutdown_delay: float = Field(default=0.0, ge=0)
     # How long a finished run's log stays for late joiners and resumes.
     run_retention_seconds: float = Field(default=3600.0, ge=0)
     # Longest log kept per run, in events and in bytes; older events are dropped and
@@ -133,6 +137,18 @@ class Settings(BaseSettings):
     # each for at most this long. In memory for one gateway, in Redis with redis_url.
     mailbox_max_messages: int = Field(default=100, ge=1, le=10_000)
     mailbox_ttl_seconds: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
+    # Prometheus metrics at GET /metrics (graphwire.metrics); false skips their per-frame
+    # counting (and answers 404), for measuring what they cost.
+    metrics: bool = True
+
+    @model_validator(mode="after")
+    def _delay_within_grace(self) -> Settings:
+        if self.shutdown_delay >= self.shutdown_grace:
+            raise ValueError(
+                f"shutdown_delay ({self.shutdown_delay:g} s) must be shorter than shutdown_grace"
+                f" ({self.shutdown_grace:g} s), which it is part of"
+            )
+        return self
 
 
 class SettingsProblem(ValueError):
@@ -183,7 +199,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         return Settings(**overrides)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
-        name = str(error["loc"][0]) if error["loc"] else ""
+        if not error["loc"]:  # a rule between settings (shutdown_delay within shutdown_grace)
+            raise SettingsProblem(str(error["msg"]).removeprefix("Value error, ")) from None
+        name = str(error["loc"][0])
         variable = PREFIX + name.upper()
         value = environ.get(variable, overrides.get(name))
         expected = _expected(name) if name in Settings.model_fields else "a valid value"

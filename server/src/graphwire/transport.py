@@ -51,6 +51,8 @@ class GatewayProtocol(WebSocketsSansIOProtocol):
     # Set per gateway by ``gateway_protocol``; these are the defaults of ``Settings``.
     write_timeout = 15.0
     close_timeout = 5.0
+    # Told of each socket closed for accepting no data: graphwire_slow_consumer_closes_total.
+    on_stalled: Callable[[], None] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -78,6 +80,8 @@ class GatewayProtocol(WebSocketsSansIOProtocol):
             return
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         log.warning("%s accepted no data for %g s; closing with 1013", client, self.write_timeout)
+        if self.on_stalled is not None:
+            self.on_stalled()
         self.close_now(CloseCode.try_again_later, "slow consumer: reconnect and resume")
 
     def close_now(self, code: int, reason: str) -> None:
@@ -175,6 +179,10 @@ class GatewayProtocol(WebSocketsSansIOProtocol):
             if timer is not None:
                 timer.cancel()
         self._stall_timer = self._abort_timer = None
+        if self.handshake_complete and not self.close_sent and self.conn.close_rcvd is None:
+            # Lost without a close frame either way: RFC 6455's 1006, which the app reads
+            # first (uvicorn would say 1005, "no status code", for graphwire_disconnects_total).
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
         super().connection_lost(exc)
 
 
@@ -205,14 +213,19 @@ class _UvicornLogFilter(logging.Filter):
 _UVICORN_ERRORS = logging.getLogger("uvicorn.error")
 
 
-def gateway_protocol(settings: Settings) -> type[GatewayProtocol]:
+def gateway_protocol(settings: Settings, on_stalled: Callable[[], None] | None = None) -> type[GatewayProtocol]:
     """The protocol class uvicorn builds per connection, with this gateway's timeouts."""
     if not any(isinstance(f, _UvicornLogFilter) for f in _UVICORN_ERRORS.filters):
         _UVICORN_ERRORS.addFilter(_UvicornLogFilter())
     return type(
         "GatewayProtocol",
         (GatewayProtocol,),
-        {"write_timeout": settings.write_timeout, "close_timeout": settings.close_timeout},
+        {
+            "write_timeout": settings.write_timeout,
+            "close_timeout": settings.close_timeout,
+            # staticmethod: a plain function stored on the class must not become a method.
+            "on_stalled": staticmethod(on_stalled) if on_stalled is not None else None,
+        },
     )
 
 
@@ -231,16 +244,26 @@ class GatewayServer(uvicorn.Server):
         config: uvicorn.Config,
         grace: float,
         before_close: Callable[[float], Coroutine[Any, Any, None]],
+        draining: Callable[[], None] | None = None,
+        delay: float = 0.0,
     ) -> None:
         super().__init__(config)
         self.grace = grace
         self.before_close = before_close
+        self.draining = draining
+        self.delay = delay
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         deadline = time.monotonic() + self.grace
         killer = threading.Timer(self.grace, _exit_now, args=(self.grace,))
         killer.daemon = True
         killer.start()
+        if self.draining is not None:
+            self.draining()  # /ready: 503 draining; new sockets: 503
+        if self.delay:
+            # Still listening: a balancer polling /ready sees the drain before anything closes.
+            log.info("shutting down: draining for %g s before closing sockets", self.delay)
+            await asyncio.sleep(self.delay)
         for server in self.servers:
             server.close()
         # Runs end while their watchers are still connected; a quarter of the grace at most.
