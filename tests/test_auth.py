@@ -358,8 +358,9 @@ async def test_with_a_public_key_only_its_algorithm_passes(tmp_path: Path) -> No
         stop_server(server)
 
 
-async def test_no_token_or_key_reaches_any_log(tmp_path: Path) -> None:
-    env = {"GRAPHWIRE_AUTH_JWT_SECRET": SECRET}
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_no_token_or_key_reaches_any_log(tmp_path: Path, log_format: str) -> None:
+    env = {"GRAPHWIRE_AUTH_JWT_SECRET": SECRET, "GRAPHWIRE_LOG_FORMAT": log_format}
     server = start_server(tmp_path, "--log-level", "debug", env=env)
     tokens = [token("alice", EVERYTHING) for _ in range(3)] + ["junk-token-value", token(key=OTHER_SECRET)]
     try:

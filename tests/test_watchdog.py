@@ -142,6 +142,8 @@ async def test_describe_runs_finds_the_run_of_a_gateway_task(caplog: pytest.LogC
     message = warning.getMessage()
     assert f"node 'hog' of workflow 'blocking_async' (run {run.workflow_id})" in message, message
     assert re.search(r"at \S+sample_workflows\.py:\d+ in exec_async;", message), message
+    # For JSON logs (graphwire.logs): the record carries them as fields too.
+    assert (warning.workflow_id, warning.workflow, warning.node_id) == (run.workflow_id, "blocking_async", "hog")
 
 
 # NEEDS THE WIRING: create_app's lifespan must start a LoopWatchdog (see graphwire.watchdog).

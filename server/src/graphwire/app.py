@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, field_validator
 from starlette.types import Receive, Scope, Send
 
-from graphwire import docs_page
+from graphwire import docs_page, logs
 from graphwire._direct import direct_text_writer
 from graphwire._generated.messages import CloseCode, Connected, ErrorCode
 from graphwire.auth import SUBPROTOCOL, Authenticator, Principal, TokenRefused, origin_allowed, presented_token
@@ -182,6 +182,7 @@ class Gateway:
             shape=chat_frame if table is CHAT_MESSAGES else None,
         )
         self.connections.add(conn)
+        logs.enter_connection(conn.client_id, principal.sub if principal is not None else None, ws.scope)
         if principal is not None:
             conn.expire_at(principal)
         conn.enqueue(

@@ -17,6 +17,7 @@ import sys
 
 import uvicorn
 
+from graphwire import logs
 from graphwire.app import create_app
 from graphwire.auth import Authenticator
 from graphwire.settings import Settings, SettingsProblem, load_settings
@@ -103,6 +104,7 @@ def run_gateway(settings: Settings, log_level: str, sockets: list[socket.socket]
         backlog=settings.backlog,
         # Access lines would carry the `token` query parameter once auth exists.
         access_log=False,
+        log_config=logs.uvicorn_log_config(settings.log_format),
     )
     raise_fd_limit()
     tune_gc()
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     # --app-dir .` does: the current directory is importable.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format, args.log_level)
     if settings.workers == 1:
         return run_gateway(settings, args.log_level)
     # Each worker builds its own app after the fork (graphwire.supervisor).

@@ -225,7 +225,9 @@ class Connection:
             queue.clear()
             self._queued_bytes = 0
             self.closed = True
-            log.warning("client %s is too slow; closing with 1013", self.client_id)
+            # Found by whichever task sent the frame (a run's, another client's): the record names this client.
+            who = {"client_id": self.client_id, "user": self.principal.sub if self.principal is not None else None}
+            log.warning("client %s is too slow; closing with 1013", self.client_id, extra=who)
             self.metrics.slow_consumer_closes.labels("queue").inc()
             asyncio.get_running_loop().create_task(
                 self._close(CloseCode.try_again_later, "slow consumer: reconnect and resume")

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from graphwire import logs
 from graphwire._generated.messages import (
     ErrorCode,
     ErrorDetail,
@@ -787,6 +788,7 @@ class RunManager:
     async def _drive(
         self, run: Run, definition: WorkflowDefinition, params: dict[str, Any], resume: Checkpoint | None = None
     ) -> None:
+        logs.enter_run(run.workflow_id, run.workflow, run.owner)  # in the run's own task
         try:
             await self._run_graph(run, definition, params, resume)
         finally:

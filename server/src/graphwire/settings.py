@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     # The seed's `compression`: "deflate" negotiates permessage-deflate (RFC 7692) with
     # clients that offer it; frames are then compressed per connection.
     compression: Literal["none", "deflate"] = "none"
+    # "json": one JSON object per log line, with the workflow, node, client and user it is about.
+    log_format: Literal["text", "json"] = "text"
     # Extra workflows: "package.module:function", each called with the WorkflowRegistry.
     workflows: list[str] = Field(default_factory=list)
     # Auth is off until a key is set: an HS256 secret, or a PEM public key (RS256, ES256).

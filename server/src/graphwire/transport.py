@@ -37,6 +37,7 @@ import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
+from graphwire import logs
 from graphwire._generated.messages import CloseCode
 from graphwire.settings import Settings
 
@@ -79,7 +80,9 @@ class GatewayProtocol(WebSocketsSansIOProtocol):
         if self.close_sent or self.disconnected:
             return
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
-        log.warning("%s accepted no data for %g s; closing with 1013", client, self.write_timeout)
+        # Whichever task wrote last armed this timer: the record is about this socket's connection.
+        extra = logs.scope_fields(self.scope)
+        log.warning("%s accepted no data for %g s; closing with 1013", client, self.write_timeout, extra=extra)
         if self.on_stalled is not None:
             self.on_stalled()
         self.close_now(CloseCode.try_again_later, "slow consumer: reconnect and resume")

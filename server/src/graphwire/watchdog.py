@@ -3,7 +3,9 @@
 Sync nodes run in worker threads, but an async node's coroutine runs on the loop, and a
 ``time.sleep(1)`` there stops every run and connection of the gateway for a second.
 `LoopWatchdog` logs each such block once on logger ``graphwire.watchdog``, naming the
-node and its run, while the block is still going on.
+node and its run, while the block is still going on; the record also carries them as
+``node_id``, ``workflow`` and ``workflow_id`` (``extra=``, for JSON logs: see graphwire.logs),
+since the watchdog's thread has none of the run's context.
 
 It costs the hot path nothing. The loop runs one heartbeat callback every
 ``threshold / 4`` (a timestamp store and a ``call_later``); a daemon thread wakes as
@@ -31,7 +33,7 @@ from typing import Any
 from graphwire.graph import BaseNode, run_context
 from graphwire.runs import GatewayRunContext, Run
 
-__all__ = ["LoopWatchdog", "describe_runs"]
+__all__ = ["LoopWatchdog", "RunDescriber", "describe_runs"]
 
 log = logging.getLogger("graphwire.watchdog")
 
@@ -68,6 +70,7 @@ class LoopWatchdog:
         self._lock = threading.Lock()
         self._reported_due: float | None = None
         self._reported_what = ""
+        self._reported_fields: dict[str, str] = {}
 
     @property
     def enabled(self) -> bool:
@@ -110,9 +113,9 @@ class LoopWatchdog:
 
     def _ran_again(self, due: float, late: float) -> None:
         with self._lock:
-            seen, what = self._reported_due == due, self._reported_what
+            seen, what, fields = self._reported_due == due, self._reported_what, self._reported_fields
         if seen:
-            log.info("event loop ran again after %.2f s blocked %s", late, what)
+            log.info("event loop ran again after %.2f s blocked %s", late, what, extra=fields)
         else:
             log.warning(
                 "event loop was blocked for %.2f s; it ended before the watchdog could see by what "
@@ -132,45 +135,55 @@ class LoopWatchdog:
                 if self._reported_due == beats[1]:
                     continue  # this block is reported already
                 try:
-                    what, advice = self._culprit()
+                    what, advice, fields = self._culprit()
                 except Exception:  # a diagnostic must never kill the watchdog
                     log.exception("loop watchdog could not read the loop's stack")
-                    what, advice = "(stack unreadable)", ""
+                    what, advice, fields = "(stack unreadable)", "", {}
                 if self._beats is not beats:
                     # The loop ran its heartbeat while we looked, so the stack may already show
                     # the next callback: leave the report to the heartbeat (see _ran_again).
                     continue
-                self._reported_due, self._reported_what = beats[1], what
-                log.warning("event loop blocked for %.2f s so far %s%s", time.monotonic() - beats[1], what, advice)
+                self._reported_due, self._reported_what, self._reported_fields = beats[1], what, fields
+                blocked = time.monotonic() - beats[1]
+                log.warning("event loop blocked for %.2f s so far %s%s", blocked, what, advice, extra=fields)
 
-    def _culprit(self) -> tuple[str, str]:
-        """``("by node 'x' of <describe(task)> at file:line in function", "; <advice>")``.
+    def _culprit(self) -> tuple[str, str, dict[str, str]]:
+        """``("by node 'x' of <describe(task)> at file:line in function", "; <advice>", fields)``.
 
-        Without a node frame, the top frame: ``("at file:line in function in <task>", "")``.
+        Without a node frame, the top frame: ``("at file:line in function in <task>", "", fields)``.
+        ``fields`` are the log fields of the culprit: its ``node_id``, and its run's with a
+        `RunDescriber`.
         """
         ident = self._loop_thread
         frame = sys._current_frames().get(ident) if ident is not None else None
         if frame is None:
-            return "(the loop's thread has no Python frame)", ""
+            return "(the loop's thread has no Python frame)", "", {}
         # Readable from this thread: up to 3.13 `current_task(loop)` is a lookup in a dict
         # keyed by loop, which the loop thread sets on entering a task step (and a dict
         # lookup is atomic under the GIL); from 3.14 it searches the threads' states for
         # the loop (gh-129898). While the loop is blocked, that is the blocking task.
         task = asyncio.current_task(self._loop)
         whose = None
+        fields: dict[str, str] = {}
         if task is not None:
             try:
                 whose = self._describe(task) if self._describe is not None else None
+                if isinstance(self._describe, RunDescriber):
+                    fields = self._describe.log_fields(task)
             except Exception:
                 log.exception("loop watchdog: describe(%r) failed", task)
             whose = whose or f"task {task.get_name()!r}"
         found = _node_frame(frame)
         if found is None:
             of = f" in {whose}" if whose else ""
-            return f"at {_where(frame)}{of}", ""
+            return f"at {_where(frame)}{of}", "", fields
         node, node_frame = found
         of = f" of {whose}" if whose else ""
-        return f"by node {node.node_id!r}{of} at {_where(node_frame)}", f"; {ADVICE}"
+        return (
+            f"by node {node.node_id!r}{of} at {_where(node_frame)}",
+            f"; {ADVICE}",
+            {**fields, "node_id": node.node_id},
+        )
 
 
 def _node_frame(frame: FrameType) -> tuple[BaseNode[Any, Any], FrameType] | None:
@@ -195,17 +208,28 @@ def _where(frame: FrameType) -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
-def describe_runs(runs: Mapping[str, Run]) -> Describe:
+class RunDescriber:
     """A `LoopWatchdog` ``describe`` for the gateway: ``RunManager.runs`` → the task's run.
 
     Called on the watchdog thread while the loop is blocked, so it only reads.
     """
 
-    def describe(task: asyncio.Task[Any]) -> str | None:
-        run = _run_of(task, runs)
+    def __init__(self, runs: Mapping[str, Run]) -> None:
+        self._runs = runs
+
+    def __call__(self, task: asyncio.Task[Any]) -> str | None:
+        run = _run_of(task, self._runs)
         return None if run is None else f"workflow {run.workflow!r} (run {run.workflow_id})"
 
-    return describe
+    def log_fields(self, task: asyncio.Task[Any]) -> dict[str, str]:
+        """The task's run as log fields (graphwire.logs): ``workflow_id`` and ``workflow``."""
+        run = _run_of(task, self._runs)
+        return {} if run is None else {"workflow_id": run.workflow_id, "workflow": run.workflow}
+
+
+def describe_runs(runs: Mapping[str, Run]) -> RunDescriber:
+    """The gateway's `RunDescriber` of ``runs`` (``RunManager.runs``)."""
+    return RunDescriber(runs)
 
 
 def _run_of(task: asyncio.Task[Any], runs: Mapping[str, Run]) -> Run | None:

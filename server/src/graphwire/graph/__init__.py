@@ -14,7 +14,7 @@ from __future__ import annotations
 from ._batch import AsyncBatchNode, AsyncParallelBatchNode, BatchNode, ParallelBatchNode
 from ._checked import MetricsNode, ValidatedNode
 from ._config import Config
-from ._context import InputTimeout, RunContext, run_context, use_run_context
+from ._context import InputTimeout, RunContext, current_node, failed_node, run_context, use_run_context
 from ._graph import AsyncBatchGraph, AsyncGraph, AsyncParallelBatchGraph, BatchGraph, Graph
 from ._node import AsyncNode, BaseNode, Node
 from ._websocket import WebSocketNode
@@ -63,7 +63,9 @@ __all__ = [
     "ValidatedNode",
     "WebSocketNode",
     "compose_graphs",
+    "current_node",
     "export_workflow",
+    "failed_node",
     "graph_to_yaml",
     "load_workflow",
     "run_context",

@@ -8,6 +8,7 @@ order. A `prep` that returns ``None`` is an empty batch.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -51,8 +52,10 @@ class ParallelBatchNode(BatchNode):
 
     def _exec(self, prep_res: Any) -> list[Any]:
         items = _items(prep_res)
+        # Each item sees the node's context variables (its run's, for logs), as asyncio.to_thread would.
+        contexts = [contextvars.copy_context() for _ in items]
         with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
-            return list(pool.map(self._exec_with_retries, items))
+            return list(pool.map(lambda ctx, item: ctx.run(self._exec_with_retries, item), contexts, items))
 
 
 class AsyncBatchNode(AsyncNode[Any, Any], BatchNode):

@@ -11,11 +11,11 @@ context, so every node of the run sees the same `RunContext`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any, Protocol
 
-__all__ = ["InputTimeout", "RunContext", "run_context", "use_run_context"]
+__all__ = ["InputTimeout", "RunContext", "current_node", "failed_node", "in_node", "run_context", "use_run_context"]
 
 
 class InputTimeout(TimeoutError):
@@ -93,3 +93,39 @@ def use_run_context(ctx: RunContext | None) -> Iterator[RunContext | None]:
         yield ctx
     finally:
         run_context.reset(token)
+
+
+current_node: ContextVar[str | None] = ContextVar("graphwire_current_node", default=None)
+"""The ``node_id`` of the node running in the current task or thread, if any.
+
+For logs (``graphwire.logs`` adds it to every record): a worker thread running a sync
+node and the tasks of a parallel batch copy it, as they copy `run_context`.
+"""
+
+_FAILED_NODE = "_graphwire_failed_node"
+
+
+@contextmanager
+def in_node(node_id: str) -> Iterator[None]:
+    """Make ``node_id`` the `current_node` while a node runs; mark an exception it raises.
+
+    The exception's mark (`failed_node`) is how a record logged further out, once the
+    node is no longer running (the run's "failed" line), still names the node that
+    raised: the innermost one, for a node of a nested graph.
+    """
+    token = current_node.set(node_id)
+    try:
+        yield
+    except Exception as exc:
+        if getattr(exc, _FAILED_NODE, None) is None:
+            with suppress(AttributeError, TypeError):  # an exception type without a __dict__
+                setattr(exc, _FAILED_NODE, node_id)
+        raise
+    finally:
+        current_node.reset(token)
+
+
+def failed_node(exc: BaseException) -> str | None:
+    """The ``node_id`` of the node that raised ``exc`` (see `in_node`), if a node did."""
+    node_id = getattr(exc, _FAILED_NODE, None)
+    return node_id if isinstance(node_id, str) else None

@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar
 
 from ._config import Config, as_config
-from ._context import InputTimeout
+from ._context import InputTimeout, in_node
 
 __all__ = ["Action", "AsyncNode", "BaseNode", "Node", "Shared"]
 
@@ -176,28 +176,29 @@ class BaseNode(Generic[PrepT, ExecT]):
         return self._run(shared)
 
     def _run(self, shared: Shared) -> Action:
-        self.last_error = None
-        started = time.time()
-        self.set_context("start_time", started)
-        self.logger.debug("node %s: starting", self.node_id)
-        try:
-            self.before_prep(shared)
-            prep_res = self.prep(shared)
-            exec_res = self._exec(prep_res)
-            self.after_exec(shared, prep_res, exec_res)
-            action = self.post(shared, prep_res, exec_res)
-        except InputTimeout:
-            raise
-        except Exception as exc:
+        with in_node(self.node_id):
+            self.last_error = None
+            started = time.time()
+            self.set_context("start_time", started)
+            self.logger.debug("node %s: starting", self.node_id)
+            try:
+                self.before_prep(shared)
+                prep_res = self.prep(shared)
+                exec_res = self._exec(prep_res)
+                self.after_exec(shared, prep_res, exec_res)
+                action = self.post(shared, prep_res, exec_res)
+            except InputTimeout:
+                raise
+            except Exception as exc:
+                self.set_context("last_execution_time", time.time() - started)
+                self.logger.debug("node %s: failed: %s", self.node_id, exc)
+                if self.on_error(shared, exc):
+                    self.last_error = exc
+                    return None
+                raise
             self.set_context("last_execution_time", time.time() - started)
-            self.logger.debug("node %s: failed: %s", self.node_id, exc)
-            if self.on_error(shared, exc):
-                self.last_error = exc
-                return None
-            raise
-        self.set_context("last_execution_time", time.time() - started)
-        self.logger.debug("node %s: done with action %r", self.node_id, action)
-        return action
+            self.logger.debug("node %s: done with action %r", self.node_id, action)
+            return action
 
     async def _run_async(self, shared: Shared) -> Action:
         """How an async graph runs a sync node: in a worker thread, never on the event loop.
@@ -340,23 +341,24 @@ class AsyncNode(Node[PrepT, ExecT]):
         return await self._run_async(shared)
 
     async def _run_async(self, shared: Shared) -> Action:
-        self.last_error = None
-        self.logger.debug("node %s: starting", self.node_id)
-        try:
-            await self.before_prep_async(shared)
-            prep_res = await self.prep_async(shared)
-            exec_res = await self._exec_async(prep_res)
-            await self.after_exec_async(shared, prep_res, exec_res)
-            action = await self.post_async(shared, prep_res, exec_res)
-        except InputTimeout:
-            raise
-        except Exception as exc:
-            if await self.on_error_async(shared, exc):
-                self.last_error = exc
-                return None
-            raise
-        self.logger.debug("node %s: done with action %r", self.node_id, action)
-        return action
+        with in_node(self.node_id):
+            self.last_error = None
+            self.logger.debug("node %s: starting", self.node_id)
+            try:
+                await self.before_prep_async(shared)
+                prep_res = await self.prep_async(shared)
+                exec_res = await self._exec_async(prep_res)
+                await self.after_exec_async(shared, prep_res, exec_res)
+                action = await self.post_async(shared, prep_res, exec_res)
+            except InputTimeout:
+                raise
+            except Exception as exc:
+                if await self.on_error_async(shared, exc):
+                    self.last_error = exc
+                    return None
+                raise
+            self.logger.debug("node %s: done with action %r", self.node_id, action)
+            return action
 
     async def _exec_async(self, prep_res: PrepT) -> ExecT:
         result: ExecT = await self._exec_with_retries_async(prep_res)
