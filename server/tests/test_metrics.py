@@ -65,3 +65,19 @@ def test_connections_gauge_and_counter_share_a_name_and_close_codes_are_bounded(
     assert got[("graphwire_disconnects_total", (("code", "1013"),))] == 1
     assert got[("graphwire_disconnects_total", (("code", "other"),))] == 1
     assert not any(name.endswith("_created") for name, _ in got)
+
+
+def test_the_loop_histogram_exposes_what_prometheus_clients_histogram_does() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from graphwire.metrics import QUEUE_BUCKETS, LoopHistogram
+
+    registry = CollectorRegistry()
+    theirs = Histogram("q", "d", buckets=QUEUE_BUCKETS, registry=registry)
+    ours = LoopHistogram("q", "d", QUEUE_BUCKETS)
+    for value in (0, 1024, 1025, 70_000, 16 * 1_048_576, 10**9):
+        theirs.observe(value)
+        ours.observe(value)
+    mine = CollectorRegistry()
+    mine.register(type("C", (), {"collect": lambda self: [ours.family()], "describe": lambda self: []})())
+    assert generate_latest(mine) == generate_latest(registry)
