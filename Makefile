@@ -16,7 +16,7 @@ STATIC := server/src/graphwire/static
 DOCS_PAGE := $(STATIC)/docs/asyncapi.html
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup gen gen-check run test lint fmt clean bench docs chromium redis-server fuzz
+.PHONY: setup gen gen-check run test lint fmt clean bench docs chromium redis-server nginx fuzz
 
 setup: $(STAMP) $(TOOLS_STAMP) $(JS_STAMP) $(JS)/dist/index.js $(STATIC)/demo/index.html $(DOCS_PAGE) chromium
 
@@ -64,6 +64,14 @@ redis-server:
 		echo "installing Debian's redis-server for the cluster tests"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; }
 
+# Debian's nginx for the TLS test (tests/test_nginx_tls.py): it runs deploy/nginx.conf as a
+# non-daemon on a free loopback port with its files in the test's tmp folder; the
+# package's system service is not used.
+nginx:
+	@test -x /usr/sbin/nginx || command -v nginx >/dev/null || { \
+		echo "installing Debian's nginx for the TLS test"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx; }
+
 gen: $(STAMP) $(JS_STAMP)
 	$(PY) -m graphwire_codegen generate
 
@@ -73,7 +81,7 @@ gen-check: $(STAMP) $(JS_STAMP)
 run: $(STAMP)
 	$(VENV)/bin/graphwire serve --host $(HOST) --port $(PORT)
 
-test: setup gen-check redis-server
+test: setup gen-check redis-server nginx
 	$(PY) -m pytest
 
 lint: setup
