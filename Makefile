@@ -16,7 +16,7 @@ STATIC := server/src/graphwire/static
 DOCS_PAGE := $(STATIC)/docs/asyncapi.html
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup gen gen-check run test lint fmt clean bench docs chromium redis-server fuzz
+.PHONY: setup gen gen-check run test lint fmt clean bench docs chromium redis-server nginx fuzz
 
 setup: $(STAMP) $(TOOLS_STAMP) $(JS_STAMP) $(JS)/dist/index.js $(STATIC)/demo/index.html $(DOCS_PAGE) chromium
 
@@ -64,6 +64,20 @@ redis-server:
 		echo "installing Debian's redis-server for the cluster tests"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; }
 
+# Debian's nginx for the TLS test (tests/test_nginx_tls.py): it runs deploy/nginx.conf as a
+# non-daemon on a free loopback port with its files in the test's tmp folder; the
+# package's system service is not used, and not started while installing (a policy-rc.d
+# that says no, unless one is there already): on a host whose port 80 is taken, the
+# package's own start would fail and with it the install.
+nginx:
+	@test -x /usr/sbin/nginx || command -v nginx >/dev/null || { \
+		echo "installing Debian's nginx for the TLS test"; \
+		ours=; if [ ! -e /usr/sbin/policy-rc.d ]; then ours=1; \
+			printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; \
+			$(SUDO) chmod +x /usr/sbin/policy-rc.d; fi; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx; \
+		rc=$$?; if [ -n "$$ours" ]; then $(SUDO) rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; }
+
 gen: $(STAMP) $(JS_STAMP)
 	$(PY) -m graphwire_codegen generate
 
@@ -73,7 +87,7 @@ gen-check: $(STAMP) $(JS_STAMP)
 run: $(STAMP)
 	$(VENV)/bin/graphwire serve --host $(HOST) --port $(PORT)
 
-test: setup gen-check redis-server
+test: setup gen-check redis-server nginx
 	$(PY) -m pytest
 
 lint: setup

@@ -13,6 +13,7 @@ import contextlib
 import json
 import re
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -27,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from balancer import RoundRobinBalancer
 from cluster import CLUSTER_ENV, DEADLINE, Clients, request
-from harness import Server, connect, start_cluster, start_server, stop_cluster, stop_server
+from harness import Server, connect, free_port, start_cluster, start_server, start_workers, stop_cluster, stop_server
 from hostile import StalledPeer, wait_for
 from redis_proc import RedisServer, start_redis
 
@@ -400,3 +401,51 @@ def test_the_dashboard_queries_only_metrics_a_live_gateway_exposes(server: Serve
         "graphwire_broker_publish_lag_seconds_bucket",
     ):
         assert needed in queried, needed
+
+
+def two_free_ports() -> int:
+    """A port p such that p and p + 1 are both free now."""
+    for _ in range(50):
+        base = free_port()
+        with contextlib.ExitStack() as held:
+            try:
+                for port in (base, base + 1):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return base
+    raise RuntimeError("no two free ports in a row")
+
+
+async def test_each_worker_is_its_own_scrape_target(redis_url: str, tmp_path: Path) -> None:
+    base = two_free_ports()
+    server = start_workers(tmp_path, 2, redis_url, env={"GRAPHWIRE_METRICS_PORT": str(base)})
+    clients = []
+    try:
+        targets = [Server(server.process, base + i, server.log_path) for i in range(2)]
+
+        def scraped() -> list[Samples] | None:
+            try:
+                return [scrape(target) for target in targets]
+            except OSError:
+                return None  # a worker still starting
+
+        await eventually(lambda: scraped() is not None, "both workers answer on their metrics ports")
+        ids = [
+            {dict(labels)["gateway_id"] for name, labels in s if name == "graphwire_gateway_info"}
+            for s in scraped() or []
+        ]
+        assert [len(i) for i in ids] == [1, 1], ids  # each worker names itself, once
+        assert ids[0] != ids[1], "two workers, two gateway ids"
+        clients = [await connect(server.ws()) for _ in range(6)]
+
+        def open_on_each() -> list[float]:
+            return [value(s, "graphwire_connections", endpoint="workflow") for s in scraped() or []]
+
+        # The kernel spreads the 6 over the workers; each worker counts only its own.
+        await eventually(lambda: sum(open_on_each()) == 6, "the workers' gauges add up to the 6 open sockets")
+    finally:
+        for client in clients:
+            await client.close()
+        stop_server(server)

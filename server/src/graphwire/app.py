@@ -101,6 +101,7 @@ class Gateway:
                 self.broker.runs.on_published = self.metrics.published
         self.metrics.watch_broker(self.broker_errors)
         self.metrics.runs_in_flight.set_function(lambda: self.runs.in_flight)
+        self.metrics.gateway_info.labels(self.broker.gateway_id).set(1)
         # SIGTERM (GatewayServer.shutdown): `/ready` says draining, new sockets are refused.
         self.draining = False
 

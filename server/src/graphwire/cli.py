@@ -80,14 +80,21 @@ def worker_count(value: str) -> int:
     return count
 
 
-def run_gateway(settings: Settings, log_level: str, sockets: list[socket.socket] | None = None) -> int:
-    """One gateway process: its app under ``GatewayServer``, on ``sockets`` when given (a worker)."""
+def run_gateway(settings: Settings, log_level: str, sockets: list[socket.socket] | None = None, slot: int = 0) -> int:
+    """One gateway process: its app under ``GatewayServer``, on ``sockets`` when given (worker ``slot``)."""
     try:
         app = create_app(settings)
     except (ImportError, AttributeError, ValueError) as exc:
         print(f"graphwire: cannot load workflows {settings.workflows}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     log_access(settings)
+    if settings.metrics and settings.metrics_port is not None:
+        port = settings.metrics_port + slot
+        try:
+            app.gateway.metrics.serve_on(settings.host, port)
+        except OSError as exc:
+            print(f"graphwire: cannot serve metrics on {settings.host}:{port}: {exc}", file=sys.stderr)
+            return 2
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -164,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.workers == 1:
         return run_gateway(settings, args.log_level)
     # Each worker builds its own app after the fork (graphwire.supervisor).
-    return supervise(settings, lambda sock: run_gateway(settings, args.log_level, [sock]))
+    return supervise(settings, lambda sock, slot: run_gateway(settings, args.log_level, [sock], slot))
 
 
 if __name__ == "__main__":

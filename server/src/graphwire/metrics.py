@@ -22,7 +22,15 @@ import typing
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 from pydantic import BaseModel
@@ -84,6 +92,13 @@ class Metrics:
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, doc, labels, registry=registry)
 
+        # 1, labelled with this process's gateway_id (one per process): which worker answered.
+        self.gateway_info = Gauge(
+            "graphwire_gateway_info",
+            "This gateway process; its gateway_id as a label.",
+            ["gateway_id"],
+            registry=registry,
+        )
         self.connections = Gauge(
             "graphwire_connections", "Open WebSocket connections, by endpoint.", ["endpoint"], registry=registry
         )
@@ -263,6 +278,15 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+    def serve_on(self, host: str, port: int) -> None:
+        """Also answer scrapes on ``host:port`` (``GRAPHWIRE_METRICS_PORT``), from a thread of
+        prometheus-client's: a worker's own target, whichever worker the gateway's port picks.
+
+        Collecting there reads counters the loop writes; every value is one int or float,
+        so a scrape may be a moment behind, never torn.
+        """
+        start_http_server(port, host, self.registry)
 
 
 class LoopHistogram:

@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     # Prometheus metrics at GET /metrics (graphwire.metrics); false skips their per-frame
     # counting (and answers 404), for measuring what they cost.
     metrics: bool = True
+    # Also serve GET /metrics on this port of `host`: worker i of `--workers` on
+    # metrics_port + i, so that each worker is a scrape target of its own (the gateway's
+    # port takes any worker).
+    metrics_port: int | None = Field(default=None, ge=1, le=65_535)
 
     @model_validator(mode="after")
     def _delay_within_grace(self) -> Settings:

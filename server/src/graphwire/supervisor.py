@@ -68,7 +68,7 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _FORK = multiprocessing.get_context("fork")
 
 
-def supervise(settings: Settings, serve: Callable[[socket.socket], int]) -> int:
+def supervise(settings: Settings, serve: Callable[[socket.socket, int], int]) -> int:
     """Bind ``settings``' host and port once and keep ``settings.workers`` processes running ``serve``."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     try:
@@ -87,9 +87,11 @@ def _how(exitcode: int) -> str:
 
 
 class Supervisor:
-    """Keeps ``workers`` processes running ``serve(sock)`` until SIGTERM or SIGINT."""
+    """Keeps ``workers`` processes running ``serve(sock, slot)`` until SIGTERM or SIGINT."""
 
-    def __init__(self, sock: socket.socket, workers: int, serve: Callable[[socket.socket], int], grace: float) -> None:
+    def __init__(
+        self, sock: socket.socket, workers: int, serve: Callable[[socket.socket, int], int], grace: float
+    ) -> None:
         self.sock = sock
         self.serve = serve
         self.grace = grace
@@ -155,13 +157,13 @@ class Supervisor:
         return 0
 
     def _start(self, slot: int) -> None:
-        process = _FORK.Process(target=self._worker, name=f"graphwire-worker-{slot}")
+        process = _FORK.Process(target=self._worker, args=(slot,), name=f"graphwire-worker-{slot}")
         process.start()
         self.slots[slot] = process
         self.started_at[slot] = time.monotonic()
 
-    def _worker(self) -> None:
-        """In the forked child: leave the supervisor's signal handling, then serve."""
+    def _worker(self, slot: int) -> None:
+        """In the forked child: leave the supervisor's signal handling, then serve as worker ``slot``."""
         signal.set_wakeup_fd(-1)
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -169,7 +171,7 @@ class Supervisor:
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         _die_with(self._pid)
-        sys.exit(self.serve(self.sock))
+        sys.exit(self.serve(self.sock, slot))
 
     def _stop(self, code: int) -> int:
         """SIGTERM to every worker and wait for all: ``code``, or 1 if one did not end cleanly."""
