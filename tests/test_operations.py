@@ -413,12 +413,15 @@ def test_the_dashboard_queries_only_metrics_a_live_gateway_exposes(server: Serve
 
 def two_free_ports() -> int:
     """A port p such that p and p + 1 are both free now."""
-    for _ in range(50):
+    for _ in range(200):
         base = free_port()
         with contextlib.ExitStack() as held:
             try:
                 for port in (base, base + 1):
                     sock = held.enter_context(socket.socket())
+                    # As the metrics server binds (and uvicorn): a port in TIME_WAIT, left by
+                    # an earlier test's connections, is free for it.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
