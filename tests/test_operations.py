@@ -19,29 +19,56 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
+import harness
 from balancer import RoundRobinBalancer
 from cluster import CLUSTER_ENV, DEADLINE, Clients, request
-from harness import Server, connect, free_port, start_cluster, start_server, start_workers, stop_cluster, stop_server
+from harness import Client, Server, free_port, start_cluster, start_server, start_workers, stop_cluster, stop_server
 from hostile import StalledPeer, wait_for
 from redis_proc import RedisServer, start_redis
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+# Every client a test opens, closed after it (its gateway may be gone by then): a socket
+# left to the garbage collector would warn in whichever test runs next.
+_opened: list[Client] = []
+
+
+async def connect(url: str, **kwargs: Any) -> Client:
+    client = await harness.connect(url, **kwargs)
+    _opened.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    yield
+    while _opened:
+        client = _opened.pop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.ws.close(), 5)
+
+
 SECRET = "a-test-secret-of-at-least-32-bytes!"
+
+
+def metrics_text(server: Server) -> str:
+    with urllib.request.urlopen(server.http + "/metrics", timeout=10) as response:
+        assert response.headers["content-type"].startswith("text/plain")
+        return str(response.read().decode())
 
 
 def scrape(server: Server) -> Samples:
     """Every sample of ``GET /metrics``, by name and labels."""
-    with urllib.request.urlopen(server.http + "/metrics", timeout=10) as response:
-        assert response.headers["content-type"].startswith("text/plain")
-        text = response.read().decode()
+    text = metrics_text(server)
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)
@@ -359,9 +386,7 @@ async def test_ready_reports_draining_during_the_grace(tmp_path: Path) -> None:
 
 def exposed_metrics(server: Server) -> set[str]:
     """The metric names a live gateway exposes, as the text format writes them (`# TYPE` lines)."""
-    with urllib.request.urlopen(server.http + "/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    return {line.split()[2] for line in metrics_text(server).splitlines() if line.startswith("# TYPE ")}
 
 
 def test_every_metric_is_in_the_readme_and_every_readme_metric_is_exposed(server: Server) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from graphwire._generated.messages import ErrorCode
-from graphwire.metrics import Metrics, frame_type
+from graphwire.metrics import Metrics, type_label
 from graphwire.protocol import ProtocolError, error_frame
 
 
@@ -19,10 +19,10 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 
 def test_a_frames_type_is_read_from_its_front_and_unknown_ones_are_other() -> None:
-    assert frame_type('{"type":"token","workflow_id":"run_1"}') == "token"
-    assert frame_type('{"type":"run_abcdef","x":1}') == "other"  # not a type of the spec
-    assert frame_type('{"seq":1,"type":"token"}') == "other"  # not where encode puts it
-    assert frame_type("junk") == "other"
+    assert type_label('{"type":"token","workflow_id":"run_1"}') == "token"
+    assert type_label('{"type":"run_abcdef","x":1}') == "other"  # not a type of the spec
+    assert type_label('{"seq":1,"type":"token"}') == "other"  # not where encode puts it
+    assert type_label("junk") == "other"
 
 
 def test_fan_out_adds_once_and_errors_count_by_code() -> None:

@@ -37,8 +37,9 @@ from pydantic import BaseModel
 
 from graphwire._generated import messages as spec
 from graphwire._generated.messages import CloseCode, ErrorCode
+from graphwire.protocol import frame_type
 
-__all__ = ["OFF", "Metrics", "frame_type"]
+__all__ = ["OFF", "LoopHistogram", "Metrics", "type_label"]
 
 # A `_created` series per counter and label set doubles what is scraped and says nothing
 # an operator asks about; off for the process (prometheus-client's own switch).
@@ -68,13 +69,10 @@ WAIT_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 8
 LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
-def frame_type(frame: str) -> str:
+def type_label(frame: str) -> str:
     """The ``type`` of an encoded frame, as a label: one of the spec's, else ``other``."""
-    if frame.startswith('{"type":"'):
-        kind = frame[9 : frame.find('"', 9)]
-        if kind in FRAME_TYPES:
-            return kind
-    return OTHER
+    kind = frame_type(frame)
+    return kind if kind in FRAME_TYPES else OTHER
 
 
 class Metrics:
@@ -223,7 +221,7 @@ class Metrics:
 
     def sent_frames(self, frame: str, count: int) -> str:
         """One frame fanned out to ``count`` connections: one lookup, one ``inc``."""
-        kind = frame_type(frame)
+        kind = type_label(frame)
         if self.enabled and count:
             child = self._sent.get(kind)
             if child is None:

@@ -32,6 +32,7 @@ __all__ = [
     "encode",
     "error_frame",
     "explicit_null",
+    "frame_type",
     "message_types",
     "nests_deeper",
     "now",
@@ -78,6 +79,17 @@ def now() -> datetime:
 def encode(model: BaseModel) -> str:
     """The one serialisation of a frame; ``None`` fields are left out."""
     return model.model_dump_json(exclude_none=True)
+
+
+_TYPE_HEAD = '{"type":"'
+
+
+def frame_type(frame: str) -> str | None:
+    """The ``type`` of a frame ``encode`` wrote, read from the front without parsing: every
+    generated model declares ``type`` first. ``None`` for a frame that does not start so."""
+    if frame.startswith(_TYPE_HEAD):
+        return frame[len(_TYPE_HEAD) : frame.find('"', len(_TYPE_HEAD))]
+    return None
 
 
 # Fields that stay outside `data` on /ws/chat: they say what the frame is, not what it carries.

@@ -63,7 +63,7 @@ from graphwire.graph import AsyncGraph, InputTimeout, use_run_context
 from graphwire.graph.persistence import Checkpoint, run_checkpointed
 from graphwire.metrics import OFF, Metrics
 from graphwire.post_office import PostOffice
-from graphwire.protocol import ProtocolError, encode, explicit_null, now
+from graphwire.protocol import ProtocolError, encode, explicit_null, frame_type, now
 from graphwire.registry import ParamsError, WorkflowDefinition, WorkflowRegistry
 from graphwire.run_store import GATEWAY, RUN, RunRecord, RunStore, new_epoch
 from graphwire.settings import Settings
@@ -461,10 +461,10 @@ def _not_awaited() -> asyncio.Future[dict[str, Any]]:
 
 
 def _event_type(frame: str) -> str:
-    """An event frame's ``type``: the first field of every frame ``encode`` writes."""
-    if frame.startswith('{"type":"'):
-        return frame[9 : frame.find('"', 9)]
-    kind = orjson.loads(frame).get("type")
+    """An event frame's ``type``: read from its front, or parsed from a frame written otherwise."""
+    kind = frame_type(frame)
+    if kind is None:
+        kind = orjson.loads(frame).get("type")
     return kind if isinstance(kind, str) else ""
 
 
