@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection
 
 from graphwire_codegen import FrameChecker, load_spec
@@ -169,6 +171,43 @@ def stop_server(server: Server) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+
+
+# A gateway's operator endpoints, read from outside: /metrics (parsed) and /ready.
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def metrics_text(server: Server) -> str:
+    with urllib.request.urlopen(server.http + "/metrics", timeout=10) as response:
+        assert response.headers["content-type"].startswith("text/plain")
+        return str(response.read().decode())
+
+
+def scrape(server: Server) -> Samples:
+    """Every sample of ``GET /metrics``, by name and labels."""
+    text = metrics_text(server)
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def ready(server: Server) -> tuple[int, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(server.http + "/ready", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:  # its socket, closed now rather than when collected
+            return error.code, json.loads(error.read())
 
 
 @dataclass

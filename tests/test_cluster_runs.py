@@ -16,7 +16,19 @@ from typing import Any
 
 from balancer import RoundRobinBalancer
 from cluster import CLUSTER_ENV, DEADLINE, Clients, request, wait_for
-from harness import TERMINAL, Client, Server, assert_gap_free, connect, start_cluster, stop_cluster
+from harness import (
+    TERMINAL,
+    Client,
+    Server,
+    assert_gap_free,
+    connect,
+    moved,
+    ready,
+    scrape,
+    start_cluster,
+    stop_cluster,
+    value,
+)
 from redis_proc import RedisServer
 from test_auth import SECRET, token
 
@@ -256,7 +268,9 @@ async def test_a_gateway_cut_from_redis_catches_up_without_a_hole(
     with RoundRobinBalancer([redis_up.port]) as link:  # D's only way to Redis
         (d,) = start_cluster(tmp_path, 1, f"redis://127.0.0.1:{link.port}/0", env=CLUSTER_ENV)
         try:
+            assert ready(d)[0] == 200
             a = (await clients.one_per_gateway())[0]
+            before_d = scrape(d)
             watcher = await connect(d.ws())
             clients.open.append(watcher)
             wid = (await a.start("ticker", {"count": 300, "payload_bytes": 10, "interval_ms": 5}))["workflow_id"]
@@ -265,16 +279,28 @@ async def test_a_gateway_cut_from_redis_catches_up_without_a_hole(
             link.set_refusing(True)
             link.cut_all()
             cut_at = events_of(a, wid)[-1]["seq"] if events_of(a, wid) else 0
+            # While cut, D says it does not take new work (issue 15's readiness).
+            status, body = await wait_for(
+                lambda: answer if (answer := ready(d))[0] == 503 else None, "D not ready while cut from Redis"
+            )
+            assert (status, body["status"], body["reason"]) == (503, "not_ready", "broker_unreachable")
             # The run goes on on A while D cannot hear it.
             await a.until(lambda m: m.get("workflow_id") == wid and m.get("seq", 0) >= cut_at + 100, timeout=DEADLINE)
             link.set_refusing(False)
+            await wait_for(lambda: ready(d)[0] == 200, "D ready again once Redis is back")
             on_a, on_d = await finished(a, wid), await finished(watcher, wid)
             assert on_d == on_a
             assert_gap_free(on_a)
             await watcher.ping()  # still connected
+            after_d = scrape(d)
         finally:
             stop_cluster([d])
     assert "Traceback" not in d.log(), d.log()
+    # The outage was counted, and what D missed while cut was read from the run's stream.
+    assert moved(before_d, after_d, "graphwire_broker_errors_total", kind="outage") >= 1
+    assert moved(before_d, after_d, "graphwire_broker_gap_repairs_total") >= 1
+    # The owner wrote (and published) the run's events in Redis and timed each write.
+    assert sum(value(scrape(s), "graphwire_broker_publish_lag_seconds_count") for s in cluster) >= 1
 
 
 async def test_a_thousand_watchers_over_three_gateways_lose_nothing(

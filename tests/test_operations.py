@@ -2,8 +2,8 @@
 
 A live gateway is scraped before and after a known sequence of runs, errors and
 disconnects, and the counters must have moved by exactly what the sequence did. Readiness
-is watched through a Redis outage (a gateway cut from Redis by a link the test controls)
-and through SIGTERM's drain. Plain `websockets` clients; every frame checked against the spec.
+is watched through SIGTERM's drain (and, in `test_cluster_runs.py`'s gateway cut from Redis,
+through an outage). Plain `websockets` clients; every frame checked against the spec.
 """
 
 from __future__ import annotations
@@ -19,23 +19,35 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 import websockets
-from prometheus_client.parser import text_string_to_metric_families
 
 import harness
-from balancer import RoundRobinBalancer
-from cluster import CLUSTER_ENV, DEADLINE, Clients, request
-from harness import Client, Server, free_port, start_cluster, start_server, start_workers, stop_cluster, stop_server
+from cluster import CLUSTER_ENV, request
+from cluster import wait_for as wait_until
+from harness import (
+    Client,
+    Samples,
+    Server,
+    free_port,
+    metrics_text,
+    moved,
+    ready,
+    scrape,
+    start_cluster,
+    start_server,
+    start_workers,
+    stop_cluster,
+    stop_server,
+    value,
+)
 from hostile import StalledPeer, wait_for
-from redis_proc import RedisServer, start_redis
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+from redis_proc import start_redis
 
 # Every client a test opens, closed after it (its gateway may be gone by then): a socket
 # left to the garbage collector would warn in whichever test runs next.
@@ -58,46 +70,6 @@ async def _close_clients() -> AsyncIterator[None]:
 
 
 SECRET = "a-test-secret-of-at-least-32-bytes!"
-
-
-def metrics_text(server: Server) -> str:
-    with urllib.request.urlopen(server.http + "/metrics", timeout=10) as response:
-        assert response.headers["content-type"].startswith("text/plain")
-        return str(response.read().decode())
-
-
-def scrape(server: Server) -> Samples:
-    """Every sample of ``GET /metrics``, by name and labels."""
-    text = metrics_text(server)
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
-    return value(after, name, **labels) - value(before, name, **labels)
-
-
-def ready(server: Server) -> tuple[int, dict[str, str]]:
-    try:
-        with urllib.request.urlopen(server.http + "/ready", timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        with error:  # its socket, closed now rather than when collected
-            return error.code, json.loads(error.read())
-
-
-async def eventually(check: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_counters_move_by_what_a_known_sequence_did(tmp_path: Path) -> None:
@@ -149,7 +121,7 @@ async def test_counters_move_by_what_a_known_sequence_did(tmp_path: Path) -> Non
             return moved(before, scrape(server), "graphwire_disconnects_total", code=code) == 1
 
         for code in ("1000", "1006", "1009"):  # each counted once the gateway let its socket go
-            await eventually(functools.partial(ended, code), code)
+            await wait_until(functools.partial(ended, code), code)
         after = scrape(server)
     finally:
         stop_server(server)
@@ -295,43 +267,6 @@ async def test_metrics_off_answers_404(tmp_path: Path) -> None:
         stop_server(server)
 
 
-async def test_ready_through_a_redis_outage(
-    cluster: list[Server], clients: Clients, redis_up: RedisServer, tmp_path: Path
-) -> None:
-    with RoundRobinBalancer([redis_up.port]) as link:  # D's only way to Redis
-        (d,) = start_cluster(tmp_path, 1, f"redis://127.0.0.1:{link.port}/0", env=CLUSTER_ENV)
-        try:
-            assert ready(d) == (200, {"status": "ready", "gateway_id": ready(d)[1]["gateway_id"]})
-            a = (await clients.one_per_gateway())[0]
-            before_d = scrape(d)
-            watcher = await connect(d.ws())
-            clients.open.append(watcher)
-            wid = (await a.start("ticker", {"count": 300, "payload_bytes": 10, "interval_ms": 5}))["workflow_id"]
-            await request(watcher, {"type": "subscribe", "id": "w", "workflow_id": wid, "since_seq": 0})
-            await watcher.until(lambda m: m.get("seq", 0) >= 20, timeout=DEADLINE)
-            link.set_refusing(True)
-            link.cut_all()
-            await eventually(lambda: ready(d)[0] == 503, "D not ready while cut from Redis")
-            status, body = ready(d)
-            assert (status, body["status"], body["reason"]) == (503, "not_ready", "broker_unreachable")
-            seen = [m["seq"] for m in a.frames if m.get("workflow_id") == wid and "seq" in m]
-            cut_at = max(seen, default=0)
-            # The run goes on on A while D cannot hear it.
-            await a.until(lambda m: m.get("workflow_id") == wid and m.get("seq", 0) >= cut_at + 100, timeout=DEADLINE)
-            link.set_refusing(False)
-            await eventually(lambda: ready(d)[0] == 200, "D ready again once Redis is back")
-            events = await watcher.run_events(wid)
-            assert [e["seq"] for e in events] == list(range(events[0]["seq"], events[-1]["seq"] + 1))
-            after_d = scrape(d)
-        finally:
-            stop_cluster([d])
-    assert moved(before_d, after_d, "graphwire_broker_errors_total", kind="outage") >= 1
-    # What D missed while cut was read from the run's stream.
-    assert moved(before_d, after_d, "graphwire_broker_gap_repairs_total") >= 1
-    # The owner wrote (and published) the run's events in Redis and measured how long each write took.
-    assert sum(value(scrape(s), "graphwire_broker_publish_lag_seconds_count") for s in cluster) >= 1
-
-
 async def test_a_run_taken_over_counts_as_reclaimed_not_started(tmp_path: Path) -> None:
     # A Redis of its own: the module's cluster (on the session's Redis) would take the run over too.
     redis = start_redis(tmp_path)
@@ -344,7 +279,7 @@ async def test_a_run_taken_over_counts_as_reclaimed_not_started(tmp_path: Path) 
         before_b = scrape(b)
         a.process.send_signal(signal.SIGKILL)
         a.process.wait()
-        await eventually(lambda: moved(before_b, scrape(b), "graphwire_runs_reclaimed_total") == 1, "B took it over")
+        await wait_until(lambda: moved(before_b, scrape(b), "graphwire_runs_reclaimed_total") == 1, "B took it over")
         answerer = await connect(b.ws())
         await request(answerer, {"type": "subscribe", "id": "w", "workflow_id": run["workflow_id"], "since_seq": 0})
         await answerer.answer(go, "go")
@@ -367,9 +302,9 @@ async def test_ready_reports_draining_during_the_grace(tmp_path: Path) -> None:
         watcher = await connect(server.ws())
         run = await watcher.start("tick", {"count": 10_000, "delay_ms": 20})
         server.process.send_signal(signal.SIGTERM)
-        answers: list[tuple[int, dict[str, str]]] = []
-        await eventually(lambda: answers.append(ready(server)) or answers[-1][0] == 503, "not ready after SIGTERM", 10)
-        status, body = answers[-1]
+        status, body = await wait_until(
+            lambda: answer if (answer := ready(server))[0] == 503 else None, "not ready after SIGTERM", 10
+        )
         assert (status, body["reason"]) == (503, "draining")
         assert server.get_json("/ws/health")["status"] == "ok"  # still alive: liveness is not readiness
         with pytest.raises(websockets.InvalidStatus) as refused:
@@ -467,7 +402,7 @@ async def test_each_worker_is_its_own_scrape_target(redis_url: str, tmp_path: Pa
             except OSError:
                 return None  # a worker still starting
 
-        await eventually(lambda: scraped() is not None, "both workers answer on their metrics ports")
+        await wait_until(lambda: scraped() is not None, "both workers answer on their metrics ports")
         ids = [
             {dict(labels)["gateway_id"] for name, labels in s if name == "graphwire_gateway_info"}
             for s in scraped() or []
@@ -480,7 +415,7 @@ async def test_each_worker_is_its_own_scrape_target(redis_url: str, tmp_path: Pa
             return [value(s, "graphwire_connections", endpoint="workflow") for s in scraped() or []]
 
         # The kernel spreads the 6 over the workers; each worker counts only its own.
-        await eventually(lambda: sum(open_on_each()) == 6, "the workers' gauges add up to the 6 open sockets")
+        await wait_until(lambda: sum(open_on_each()) == 6, "the workers' gauges add up to the 6 open sockets")
     finally:
         for client in clients:
             await client.close()
