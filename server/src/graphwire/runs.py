@@ -521,6 +521,9 @@ class RunManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idempotency: dict[str, tuple[str, str]] = {}
         self.in_flight = 0  # runs whose task has not ended
+        # SIGTERM with Redis (hand_over): from then on this gateway takes no run over, not
+        # even the ones it just released, which its own orphan loop would otherwise see.
+        self.handing_over = False
         self.in_flight_by_user: dict[str, int] = {}
 
     def get(self, workflow_id: str, reply_to: str | None = None) -> Run:
@@ -1323,6 +1326,8 @@ class RunManager:
             return 0
         taken = 0
         for workflow_id in await store.orphans():
+            if self.handing_over:
+                break
             fence = await store.claim_run(workflow_id)
             if fence and await self._resume(workflow_id, fence):
                 taken += 1
@@ -1335,7 +1340,9 @@ class RunManager:
         assert store is not None
         assert registry is not None
         record = await store.read(workflow_id, after=0)
-        if record is None:
+        if record is None or self.handing_over:
+            # Claimed just before this gateway began to hand its runs over: left unresumed,
+            # its lease lapses and another gateway takes it (a run here now would only end).
             return False
         run = Run.mirror_of(record, self.settings, self.flusher)
         run.mirror, run.gateway, run.fence, run.store = False, None, fence, store
@@ -1401,6 +1408,7 @@ class RunManager:
     async def hand_over(self) -> int:
         """SIGTERM with Redis: stop every run here without an ending and give its lease up."""
         assert self.store is not None
+        self.handing_over = True
         moving = [run for run in self.runs.values() if not run.mirror and not run.finished and run.checkpoint != "-"]
         for run in moving:
             run.moved = True
